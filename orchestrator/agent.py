@@ -1,0 +1,88 @@
+"""Stage 5b: commands in dom0 through qemu-guest-agent on a virtio-serial port.
+
+Spoken with qemu.qmp (QGA is QMP without greeting or negotiation). Each
+command is `guest-exec` of `/bin/sh -c`, polled with `guest-exec-status`.
+"""
+
+import base64
+import random
+import time
+from dataclasses import dataclass
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+
+class AgentError(Exception):
+    pass
+
+
+@dataclass
+class Result:
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self):
+        return self.rc == 0
+
+
+class GuestAgent:
+    def __init__(self, socket_path):
+        self.socket_path = str(socket_path)
+        self.qga = None
+
+    def connect(self, timeout):
+        """Connect and synchronise; the agent in dom0 may not be listening yet, so retry."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                self._open()
+                token = random.randint(1, 2**31)
+                self.qga.settimeout(3)
+                if self.qga.cmd("guest-sync", id=token) == token:
+                    self.qga.settimeout(30)
+                    return self
+            except Exception as exc:  # noqa: BLE001 - any failure here means "not ready yet"
+                last = exc
+            self.close()
+            time.sleep(1)
+        raise AgentError(f"dom0's guest agent did not answer within {timeout} s (last error: {last})")
+
+    def _open(self):
+        self.close()
+        self.qga = QEMUMonitorProtocol(self.socket_path)
+        self.qga.connect(negotiate=False)
+
+    def run(self, command, timeout=60, check=False):
+        """Run a shell command in dom0; -> Result. Raises AgentError on timeout."""
+        pid = self.qga.cmd("guest-exec", path="/bin/sh", arg=["-c", command], **{"capture-output": True})["pid"]
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            status = self.qga.cmd("guest-exec-status", pid=pid)
+            if status.get("exited"):
+                break
+            if time.monotonic() > deadline:
+                raise AgentError(f"dom0 command did not finish within {timeout} s: {command}")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        result = Result(command, status.get("exitcode", -1), _decode(status.get("out-data")),
+                        _decode(status.get("err-data")))
+        if check and not result.ok:
+            raise AgentError(f"dom0 command failed (exit {result.rc}): {command}\n{result.stdout}{result.stderr}")
+        return result
+
+    def close(self):
+        if self.qga is not None:
+            try:
+                self.qga.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.qga = None
+
+
+def _decode(data):
+    return base64.b64decode(data).decode(errors="replace") if data else ""

@@ -1,0 +1,175 @@
+"""Stage 5: the boot stages, each with an expected message and its own timeout.
+
+Each function takes the parts it needs (machine, console, agent, scenario)
+and returns a short detail string; any exception fails its stage.
+"""
+
+import re
+import shlex
+import time
+
+from . import render
+
+STAGES = ("qemu_up", "xen_banner", "iommu", "dom0_ready", "toolstack", "rt_guest", "load_guest", "collect",
+          "shutdown")
+XEN_PANIC = r"Panic on CPU \d+|Reboot in five seconds|FATAL PAGE FAULT"
+IOMMU_EXPECTED = ("I/O virtualisation enabled", "Interrupt remapping enabled")
+GUEST_LOG = "/var/log/xen/console/guest-{name}.log"
+
+
+class BootFailure(Exception):
+    pass
+
+
+def qemu_up(machine, console, timeout):
+    machine.launch(timeout)
+    console.connect(timeout)
+    status = machine.status()
+    if status not in ("prelaunch", "paused"):
+        raise BootFailure(f"QEMU should start paused, but its status is {status!r}")
+    machine.cont()
+    return f"QEMU pid {machine.proc.pid}, status {machine.status()}"
+
+
+def _expect(console, machine, pattern, timeout, what):
+    """Wait for `pattern` on the console, failing early on a Xen panic or a dead QEMU."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BootFailure(f"no {what} within {timeout} s (waited for /{pattern}/)")
+        try:
+            index, text = console.expect([pattern, XEN_PANIC], timeout=min(left, 5))
+        except Exception as exc:  # timeout slice: check QEMU is still alive, then wait on
+            if "closed" in str(exc):
+                machine.check_alive()
+                raise BootFailure(str(exc)) from None
+            machine.check_alive()
+            continue
+        if index == 1:
+            raise BootFailure(f"Xen crashed: {text!r}")
+        return text
+
+
+def xen_banner(machine, console, timeout):
+    text = _expect(console, machine, r"Xen version [0-9][^ ]*", timeout, "Xen banner")
+    return text.strip()
+
+
+def iommu(machine, console, timeout):
+    """Xen must report I/O virtualisation and interrupt remapping before it builds dom0."""
+    _expect(console, machine, r"\*\*\* Building a PV Dom0 \*\*\*", timeout, "dom0 build message")
+    log = console.text()
+    missing = [m for m in IOMMU_EXPECTED if m not in log]
+    if missing:
+        found = [ln for ln in log.splitlines() if re.search(r"virtualisation|remapping", ln, re.I)]
+        raise BootFailure(f"Xen did not report {missing}; its IOMMU lines: {found or 'none'}")
+    return "; ".join(IOMMU_EXPECTED)
+
+
+def dom0_ready(machine, console, timeout):
+    _expect(console, machine, r"TESTBED-DOM0-READY", timeout, "dom0 ready marker")
+    return "dom0 init finished"
+
+
+def toolstack(agent, s, timeout):
+    agent.connect(timeout)
+    out = agent.run("xl list", timeout=timeout).stdout
+    if not re.search(r"^Domain-0\s", out, re.M):
+        raise BootFailure(f"`xl list` does not show Domain-0:\n{out}")
+    pcpus = ",".join(str(c) for c in s.dom0.pcpus)
+    agent.run(f"xl vcpu-pin Domain-0 all {pcpus}", timeout=timeout, check=True)
+    return f"xl list shows Domain-0; dom0 pinned to pCPU {pcpus}"
+
+
+def _wait_for_log(agent, name, patterns, timeout):
+    """Poll a guest's console log (kept by xenconsoled in dom0) until every pattern shows."""
+    path = GUEST_LOG.format(name=name)
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = agent.run(f"cat {shlex.quote(path)} 2>/dev/null", timeout=30).stdout
+        if all(re.search(p, text, re.M) for p in patterns):
+            return text
+        state = agent.run(f"xl list {shlex.quote(name)}", timeout=30)
+        if not state.ok:
+            raise BootFailure(f"guest {name} is gone: {state.stderr.strip()}\n--- its console:\n{text[-2000:]}")
+        time.sleep(2)
+    missing = [p for p in patterns if not re.search(p, text, re.M)]
+    raise BootFailure(f"guest {name}: no {missing} in its console within {timeout} s\n--- its console:\n"
+                      + "\n".join(text.splitlines()[-50:]))
+
+
+def _create(agent, s, role, timeout):
+    cfg = f"{render.CONFIG_DIR}/xl-{(s.rt_guest if role == 'rt' else s.load_guest).name}.cfg"
+    res = agent.run(f"xl create {shlex.quote(cfg)}", timeout=timeout)
+    if not res.ok:
+        raise BootFailure(f"`xl create {cfg}` failed (exit {res.rc}):\n{res.stdout}{res.stderr}")
+
+
+def rt_guest(agent, s, timeout):
+    """Pass the e1000e through to the RT guest; its driver must bind inside the guest."""
+    deadline = time.monotonic() + timeout
+    bdf = s.nics.measured.bdf
+    res = agent.run(f"xl pci-assignable-add {bdf}", timeout=60)
+    if not res.ok:
+        raise BootFailure(f"`xl pci-assignable-add {bdf}` failed:\n{res.stdout}{res.stderr}")
+    _create(agent, s, "rt", max(1, deadline - time.monotonic()))
+    text = _wait_for_log(agent, s.rt_guest.name, [r"TESTBED-GUEST-READY role=rt", r"TESTBED-PCI \S+ \S+ driver=e1000e"],
+                         max(1, deadline - time.monotonic()))
+    pci = re.search(r"TESTBED-PCI \S+ \S+ driver=e1000e.*", text).group(0).strip()
+    mode = re.search(r"TESTBED-IRQMODE \S+ (\S+)", text)
+    return f"{pci}; irq mode {mode.group(1) if mode else 'unknown'}"
+
+
+def load_guest(agent, s, timeout):
+    deadline = time.monotonic() + timeout
+    if s.load_guest.nic_mode == "passthrough":
+        agent.run(f"xl pci-assignable-add {s.nics.load.bdf}", timeout=60, check=True)
+        want = [r"TESTBED-GUEST-READY role=load", r"TESTBED-PCI \S+ \S+ driver=e1000\b"]
+    else:
+        want = [r"TESTBED-GUEST-READY role=load", r"TESTBED-NET \S+ \S+ up"]
+    _create(agent, s, "load", timeout)
+    text = _wait_for_log(agent, s.load_guest.name, want, max(1, deadline - time.monotonic()))
+    line = re.search(want[1], text).group(0)
+    return f"{line} ({s.load_guest.nic_mode})"
+
+
+# What `collect` saves from dom0 into the bundle's logs/ folder.
+DOM0_COMMANDS = {
+    "xl-list.txt": "xl list",
+    "xl-info.txt": "xl info",
+    "xl-dmesg.txt": "xl dmesg",
+    "xl-pci-assignable.txt": "xl pci-assignable-list",
+    "dom0-dmesg.txt": "dmesg",
+    "dom0-interrupts.txt": "cat /proc/interrupts",
+    "dom0-lspci.txt": "lspci -vv -nn 2>&1",
+    "dom0-ip.txt": "ip -d addr; ip -d link show type bridge",
+    "dom0-processes.txt": "ps -ef",
+    "qemu-ga.log": "cat /var/log/qemu-ga.log 2>/dev/null",
+}
+
+
+def collect(agent, s, logs_dir):
+    """Copy the toolstack's view and each guest's console out of dom0 (best effort per file)."""
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    commands = dict(DOM0_COMMANDS)
+    for guest in (s.rt_guest, s.load_guest):
+        commands[f"guest-{guest.name}-console.log"] = f"cat {shlex.quote(GUEST_LOG.format(name=guest.name))}"
+        commands[f"xl-pci-list-{guest.name}.txt"] = f"xl pci-list {shlex.quote(guest.name)}"
+    saved = []
+    for name, command in commands.items():
+        try:
+            res = agent.run(command, timeout=60)
+            (logs_dir / name).write_text(res.stdout + (f"\n[stderr]\n{res.stderr}" if res.stderr else ""))
+            saved.append(name)
+        except Exception as exc:  # noqa: BLE001 - one missing file must not lose the others
+            (logs_dir / name).write_text(f"[not collected: {exc}]\n")
+    return f"{len(saved)}/{len(commands)} files"
+
+
+def shutdown(agent, machine, timeout):
+    """Shut the guests down through the toolstack, then quit QEMU over QMP."""
+    res = agent.run("xl shutdown -a -w -F", timeout=timeout)
+    machine.shutdown(timeout)
+    return "guests shut down" if res.ok else f"xl shutdown exit {res.rc}; QEMU quit"

@@ -1,0 +1,117 @@
+"""Stage 7: the result bundle `results/<scenario>-<UTC>/` and its .tar.gz.
+
+The bundle is written under a hidden `.partial` name and renamed when
+complete, so a folder without the dot is always whole; a failed run is still
+finished (logs, stages, manifest with the failed stage) and renamed.
+"""
+
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from .machine import qemu_version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def utc_stamp():
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+class Bundle:
+    def __init__(self, results_dir, scenario_name):
+        self.results_dir = Path(results_dir)
+        self.run_id = f"{scenario_name}-{utc_stamp()}"
+        self.final = self.results_dir / self.run_id
+        n = 1
+        while self.final.exists():  # two runs in one second
+            n += 1
+            self.final = self.results_dir / f"{scenario_name}-{utc_stamp()}-{n}"
+        self.run_id = self.final.name
+        self.dir = self.results_dir / f".{self.run_id}.partial"
+        self.config = self.dir / "config"
+        self.logs = self.dir / "logs"
+        for d in (self.config, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+
+    def write_json(self, name, data):
+        (self.dir / name).write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+    def finish(self, manifest, stages, reproducer):
+        """Write manifest, stage table and reproducer; rename into place; pack the tarball."""
+        manifest = dict(manifest, run_id=self.run_id, finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        duration_s=round(time.time() - self.started, 1))
+        self.write_json("manifest.json", manifest)
+        self.write_json("stages.json", stages.as_list())
+        (self.dir / "stages.txt").write_text(stages.table())
+        (self.dir / "reproducer.sh").write_text(reproducer)
+        (self.dir / "reproducer.sh").chmod(0o755)
+        os.replace(self.dir, self.final)
+        tar_path = self.results_dir / f"{self.run_id}.tar.gz"
+        tmp = tar_path.with_suffix(".gz.partial")
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(self.final, arcname=self.run_id)
+        os.replace(tmp, tar_path)
+        return self.final, tar_path
+
+
+def host_facts():
+    facts = {"hostname": platform.node(), "kernel": platform.release(), "machine": platform.machine(),
+             "python": sys.version.split()[0], "cpus": os.cpu_count(), "qemu": qemu_version()}
+    try:
+        facts["os"] = dict(ln.split("=", 1) for ln in Path("/etc/os-release").read_text().splitlines()
+                           if "=" in ln)["PRETTY_NAME"].strip('"')
+    except (OSError, KeyError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                facts["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        mem = Path("/proc/meminfo").read_text().split()[1]
+        facts["memory_kb"] = int(mem)
+    except (OSError, IndexError, ValueError):
+        pass
+    facts["kvm_device"] = os.path.exists("/dev/kvm")
+    return facts
+
+
+def git_state():
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def reproducer(scenario_name, run_id, commit):
+    """A script that reruns this scenario from the same commit with the bundled scenario file."""
+    return f"""#!/bin/sh
+# Reproduce run {run_id}.
+# Run from a clone of natsume-testbed; it checks out the commit this run used
+# and reruns the same scenario from the scenario file saved in this bundle.
+set -eu
+BUNDLE=$(cd "$(dirname "$0")" && pwd)
+REPO=${{REPO:-.}}
+cd "$REPO"
+git checkout {shlex.quote(commit or 'HEAD')}
+make testbed run SCENARIO={shlex.quote(scenario_name)} TESTBED_FILE="$BUNDLE/config/testbed.yaml"
+# QEMU alone, with this run's rendered command line (images must be built):
+#   sh "$BUNDLE/config/qemu-cmdline.sh"
+"""
+
+
+def copy_into(src, dst_dir, name=None):
+    src = Path(src)
+    if src.exists():
+        shutil.copy2(src, Path(dst_dir) / (name or src.name))

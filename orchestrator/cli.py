@@ -1,0 +1,153 @@
+"""The `testbed` command (also `python -m orchestrator`). Only wiring lives here."""
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import images, render, scenario
+from .errors import EXIT_BAD_INPUT, EXIT_OK, ScenarioError, TestbedError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FILE = ROOT / "testbed.yaml"
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _load(args):
+    return scenario.load(args.file, args.scenario)
+
+
+def cmd_validate(args):
+    names = scenario.validate_file(args.file)
+    out.print(f"[green]{args.file}: valid[/green] ({len(names)} scenarios: {', '.join(names)})")
+    return EXIT_OK
+
+
+def cmd_list(args):
+    doc = scenario.load_file(args.file)
+    default = scenario.default_name(doc)
+    for name in scenario.scenario_names(doc):
+        desc = (doc["scenarios"][name] or {}).get("description", "")
+        out.print(f"{'*' if name == default else ' '} {name:<24} {desc}")
+    return EXIT_OK
+
+
+def _planned_paths(s, folder):
+    """Paths of a hand run: images where the cache will hold them, run files in `folder`."""
+    keys = images.cache_keys(s.hypervisor.variant)
+    imgs = images.Images({n: images.image_dir(n, k) for n, k in keys.items()})
+    folder = Path(folder).resolve()
+    return imgs, render.RunPaths(xen=str(imgs.xen), kernel=str(imgs.kernel), dom0_initrd=str(folder / "dom0-initrd"),
+                                 serial_socket=str(folder / "serial.sock"), serial_log=str(folder / "console.log"),
+                                 qmp_socket=str(folder / "qmp.sock"), qga_socket=str(folder / "qga.sock"))
+
+
+def _hand_accel(s):
+    return "kvm" if s.machine.accel == "kvm" else "tcg"
+
+
+def cmd_render(args):
+    from .run import overlay, write_dom0_initrd
+
+    s = _load(args)
+    folder = Path(args.outdir or ROOT / "build" / s.name)
+    imgs, paths = _planned_paths(s, folder)
+    files = render.render_all(s, paths, _hand_accel(s))
+    render.write_all(files, folder)
+    out.print(f"rendered {len(files)} files of scenario {s.name} into {folder}/")
+    if all(d.exists() for d in imgs.dirs.values()):
+        write_dom0_initrd(paths.dom0_initrd, imgs, overlay(s, imgs, files))
+        out.print(f"dom0 initrd (cached rootfs + this scenario's overlay): {paths.dom0_initrd}")
+    else:
+        out.print("[yellow]images are not built yet: `testbed images` builds them; render again for dom0's initrd[/]")
+    return EXIT_OK
+
+
+def cmd_qemu_cmdline(args):
+    s = _load(args)
+    folder = Path(args.outdir or ROOT / "build" / s.name)
+    _, paths = _planned_paths(s, folder)
+    print(shlex.join(render.qemu_argv(s, paths, _hand_accel(s))))
+    if not Path(paths.dom0_initrd).exists():
+        err.print(f"note: run `testbed render {s.name} {folder}` first: it writes the dom0 initrd this command boots")
+    return EXIT_OK
+
+
+def cmd_images(args):
+    imgs = images.ensure(args.variant, progress=lambda t: err.print(t))
+    for name, d in imgs.dirs.items():
+        out.print(f"{name:<18} {d}")
+    return EXIT_OK
+
+
+def cmd_run(args):
+    from .run import run
+
+    s = _load(args)
+    out.rule(f"natsume-testbed: scenario {s.name}")
+    out.print(s.description)
+    code, final, tar, runner, error = run(args.file, s, args.results, out.print)
+    table = Table(title=f"stages of {final.name}")
+    for col in ("stage", "status", "seconds", "detail"):
+        table.add_column(col, justify="right" if col == "seconds" else "left")
+    colors = {"passed": "green", "failed": "red", "skipped": "dim"}
+    for r in runner.results:
+        table.add_row(r.name, f"[{colors[r.status]}]{r.status}[/]", f"{r.seconds:.1f}", r.detail[:80])
+    out.print(table)
+    if error is not None:
+        err.print(f"[red]run failed[/red] at stage [bold]{runner.failed_stage()}[/bold]:")
+        err.print(str(error), markup=False)
+    out.print(f"bundle: {final}\narchive: {tar}\nexit code: {code}")
+    return code
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="testbed", description="Rebuild Natsume's evaluation in QEMU.")
+    p.add_argument("--file", "-f", default=str(DEFAULT_FILE), help="scenario file (default: testbed.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("run", help="boot a scenario and write a result bundle")
+    sp.add_argument("scenario", nargs="?", help="scenario name (default: the file's default_scenario)")
+    sp.add_argument("--results", default=str(ROOT / "results"), help="where bundles go (default: results/)")
+    sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("validate", help="check a scenario file")
+    sp.add_argument("path", nargs="?", help="file to check (default: --file)")
+    sp.set_defaults(func=cmd_validate)
+    sp = sub.add_parser("list", help="list scenarios")
+    sp.set_defaults(func=cmd_list)
+    for name, func, help_ in (("render", cmd_render, "write every rendered config of a scenario to a folder"),
+                              ("qemu-cmdline", cmd_qemu_cmdline, "print the QEMU command of a scenario")):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("scenario", nargs="?")
+        sp.add_argument("outdir", nargs="?", help="folder for run files (default: build/<scenario>)")
+        sp.set_defaults(func=func)
+    sp = sub.add_parser("images", help="build (or reuse) the images")
+    sp.add_argument("--variant", default="stock", choices=["stock"])
+    sp.set_defaults(func=cmd_images)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if getattr(args, "path", None):
+        args.file = args.path
+    try:
+        return args.func(args)
+    except ScenarioError as exc:
+        err.print(f"[red]scenario error[/red] ({len(exc.problems)} problem{'s' if len(exc.problems) > 1 else ''}):")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False)
+        return EXIT_BAD_INPUT
+    except TestbedError as exc:
+        err.print("[red]error:[/red]", str(exc), markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Stage 5a: the serial console (Xen + dom0) over QEMU's unix socket, with pexpect.
+
+Only the boot stages read it; commands go to dom0 through the guest agent
+(`agent.py`), because typing into Xen's emulated serial drops characters.
+QEMU's chardev `logfile=` keeps the complete console log independently.
+"""
+
+import socket
+import time
+from collections import deque
+from pathlib import Path
+
+import pexpect
+import pexpect.fdpexpect
+
+
+class ConsoleTimeout(Exception):
+    pass
+
+
+class SerialConsole:
+    def __init__(self, socket_path, log_path):
+        self.socket_path = str(socket_path)
+        self.log_path = Path(log_path)
+        self.sock = None
+        self.child = None
+
+    def connect(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(self.socket_path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.child = pexpect.fdpexpect.fdspawn(self.sock.fileno(), encoding="utf-8", codec_errors="replace",
+                                               maxread=65536, searchwindowsize=1 << 16)
+        return self
+
+    def expect(self, patterns, timeout):
+        """Wait for one of `patterns` (regexes); -> (index, matched text)."""
+        try:
+            index = self.child.expect(list(patterns), timeout=timeout)
+        except pexpect.TIMEOUT:
+            raise ConsoleTimeout(f"none of {list(patterns)} within {timeout} s") from None
+        except pexpect.EOF:
+            raise ConsoleTimeout(f"console closed while waiting for {list(patterns)}") from None
+        return index, self.child.match.group(0)
+
+    def sendline(self, text):
+        self.child.sendline(text)
+
+    def text(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def tail(self, n=50):
+        if not self.log_path.exists():
+            return []
+        with open(self.log_path, errors="replace") as f:
+            return [line.rstrip("\r\n") for line in deque(f, maxlen=n)]
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None

@@ -1,0 +1,192 @@
+"""Stage 4: the QEMU machine, after qemu's own `QEMUMachine`.
+
+QEMU starts paused (-S) with QMP, the serial console and the guest agent on
+unix sockets; we connect, then `cont`. The machine is a context manager: on
+any exit (error, timeout, Ctrl-C) QEMU is asked to quit over QMP and killed
+by PID if it does not. QEMU also gets SIGKILL if this process dies, so no
+QEMU is ever left behind.
+"""
+
+import ctypes
+import json
+import os
+import platform
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from .errors import MachineError
+
+PR_SET_PDEATHSIG = 1
+KVM_FAILURE_MARKERS = ("KVM internal error", "emulation failure", "KVM: entry failed")
+
+
+def _die_with_parent():
+    # Runs in the child before exec: if the orchestrator dies, the kernel kills QEMU.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setpgrp()  # Ctrl-C in the terminal reaches us, not QEMU: we shut it down ourselves
+
+
+class Machine:
+    def __init__(self, argv, qmp_socket, output_log):
+        self.argv = list(argv)
+        self.qmp_socket = str(qmp_socket)
+        self.output_log = Path(output_log)
+        self.proc = None
+        self.qmp = None
+
+    # ---- lifecycle
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        return False
+
+    def launch(self, timeout=20):
+        """Start QEMU paused and connect QMP; raise MachineError with argv and output on failure."""
+        self.output_log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.output_log, "wb")
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         preexec_fn=_die_with_parent)
+        except OSError as exc:
+            raise MachineError(f"cannot start QEMU: {exc.strerror}", self.argv) from None
+        finally:
+            out.close()
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.qmp_socket):
+            if self.proc.poll() is not None:
+                raise MachineError(f"QEMU exited at start (exit {self.proc.returncode})", self.argv, self.output())
+            if time.monotonic() > deadline:
+                self.kill()
+                raise MachineError(f"QEMU's QMP socket did not appear within {timeout} s", self.argv, self.output())
+            time.sleep(0.05)
+        self.qmp = QEMUMonitorProtocol(self.qmp_socket)
+        try:
+            self.qmp.connect(negotiate=True)
+        except Exception as exc:  # noqa: BLE001 - any connect failure is a launch failure
+            self.kill()
+            raise MachineError(f"cannot connect to QMP: {exc}", self.argv, self.output()) from None
+        self.qmp.settimeout(10)
+        return self
+
+    def output(self):
+        try:
+            return self.output_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def status(self):
+        return self.qmp.cmd("query-status")["status"]
+
+    def cont(self):
+        self.qmp.cmd("cont")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self):
+        """Raise if QEMU died or the vCPUs stopped on an internal (e.g. KVM) error."""
+        if not self.alive():
+            code = None if self.proc is None else self.proc.returncode
+            raise MachineError(f"QEMU exited unexpectedly (exit {code})", self.argv, self.output())
+        text = self.output()
+        if any(m in text for m in KVM_FAILURE_MARKERS):
+            raise MachineError("the accelerator stopped the guest (internal error)", self.argv, text)
+
+    def shutdown(self, timeout=15):
+        """Ask QEMU to quit over QMP; kill it by PID if it does not exit in time."""
+        if self.proc is None:
+            return
+        if self.alive() and self.qmp is not None:
+            try:
+                self.qmp.cmd("quit")
+            except Exception:  # noqa: BLE001 - QEMU may be gone already; we kill below
+                pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        if self.qmp is not None:
+            try:
+                self.qmp.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.qmp = None
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------- accelerator choice
+
+
+def qemu_version(binary="qemu-system-x86_64"):
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+        return out.splitlines()[0].strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def kvm_usable():
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def host_fingerprint():
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{qemu_version()} | {platform.release()} | {model}"
+
+
+class KvmVerdicts:
+    """Whether KVM really boots Xen on this host, remembered per QEMU/kernel/CPU."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def _all(self):
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def get(self):
+        return self._all().get(host_fingerprint())
+
+    def put(self, works, why):
+        data = self._all()
+        data[host_fingerprint()] = {"works": works, "why": why, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(data, indent=2))
+
+
+def choose_accel(requested, verdicts):
+    """-> (accel, notice). accel is 'tcg', 'kvm' or 'probe' (auto with no verdict yet)."""
+    if requested == "tcg":
+        return "tcg", "TCG (as the scenario asks)"
+    if requested == "kvm":
+        if not kvm_usable():
+            raise MachineError("the scenario asks for accel: kvm but /dev/kvm is not usable here")
+        return "kvm", "KVM (as the scenario asks)"
+    if not kvm_usable():
+        return "tcg", "TCG: /dev/kvm is not usable on this host"
+    verdict = verdicts.get()
+    if verdict is None:
+        return "probe", "probing whether KVM boots Xen on this host"
+    if verdict["works"]:
+        return "kvm", "KVM: it booted Xen on this host before"
+    return "tcg", f"TCG: KVM does not boot Xen on this host ({verdict['why']}; probed {verdict['when']})"

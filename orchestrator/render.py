@@ -1,0 +1,135 @@
+"""Stage 2: render a scenario into every boot config (jinja2 templates).
+
+Outputs are plain data: the QEMU argv as a list (never a shell string), the
+Xen and dom0 command lines, dom0's /init and each guest's xl config. Values
+reach shell and xl text only through the quoting filters below.
+"""
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+TEMPLATES = Path(__file__).parent / "templates"
+QGA_PORT = "org.qemu.guest_agent.0"
+BRIDGE = "xenbr0"
+# Where dom0 finds the guests' kernel, initrd and configs (put there by the overlay cpio).
+GUEST_DIR = "/boot/guest"
+CONFIG_DIR = "/etc/testbed"
+LOAD_VIF_MAC = "00:16:3e:00:00:02"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Host paths a run uses; fixed fake values make golden files stable."""
+    xen: str
+    kernel: str
+    dom0_initrd: str
+    serial_socket: str
+    serial_log: str
+    qmp_socket: str
+    qga_socket: str
+
+
+def shquote(value):
+    return shlex.quote(str(value))
+
+
+def xlquote(value):
+    """A string literal for xl's config syntax (no escapes exist there)."""
+    text = str(value)
+    if re.search(r'["\\\n]', text):
+        raise ValueError(f"value {text!r} cannot be written into an xl config")
+    return f'"{text}"'
+
+
+def mbmod(value):
+    """QEMU's -initrd lists multiboot modules split by ',': a literal comma is ',,'."""
+    return str(value).replace(",", ",,")
+
+
+def _env():
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(shquote=shquote, xlquote=xlquote, mbmod=mbmod)
+    return env
+
+
+def _render(name, **ctx):
+    return _env().get_template(name).render(**ctx)
+
+
+def xen_cmdline(s):
+    return _render("xen-cmdline.j2", s=s).strip()
+
+
+def dom0_cmdline(s):
+    return _render("dom0-cmdline.j2", s=s).strip()
+
+
+def qemu_argv(s, paths, accel):
+    """The QEMU command as a list. `accel` is the resolved accelerator: 'tcg' or 'kvm'."""
+    for p in (paths.xen, paths.kernel, paths.dom0_initrd):
+        if " " in str(p):
+            raise ValueError(f"image path {p!r} contains a space; QEMU's -initrd cannot carry it")
+    text = _render("qemu-argv.j2", s=s, paths=paths, accel=accel, qga_port=QGA_PORT,
+                   xen_cmdline=xen_cmdline(s), dom0_cmdline=dom0_cmdline(s))
+    return [line for line in text.splitlines() if line]
+
+
+def dom0_init(s):
+    shared = s.load_guest.nic_mode == "shared"
+    return _render("dom0-init.sh.j2", bridge=BRIDGE, qga_port=QGA_PORT,
+                   load_nic_mac=s.nics.load.mac if shared else "")
+
+
+def xl_config(s, role):
+    guest = s.rt_guest if role == "rt" else s.load_guest
+    if role == "rt":
+        cpus, pci, vif = str(guest.pcpu), [s.nics.measured.bdf], None
+    else:
+        cpus = ",".join(str(c) for c in guest.pcpus)
+        passthrough = guest.nic_mode == "passthrough"
+        pci = [s.nics.load.bdf] if passthrough else []
+        vif = None if passthrough else f"mac={LOAD_VIF_MAC},bridge={BRIDGE}"
+    return _render("xl-guest.cfg.j2", s=s, role=role, guest=guest, cpus=cpus, pci=pci, vif=vif,
+                   guest_kernel=f"{GUEST_DIR}/vmlinuz", guest_initrd=f"{GUEST_DIR}/initrd.cpio.gz")
+
+
+def shell_lines(argv):
+    """argv as a readable shell command: one option and its value per line."""
+    lines, current = [], [shlex.quote(argv[0])]
+    for arg in argv[1:]:
+        if arg.startswith("-") and current:
+            lines.append(" ".join(current))
+            current = []
+        current.append(shlex.quote(arg))
+    lines.append(" ".join(current))
+    return " \\\n  ".join(lines) + "\n"
+
+
+def render_all(s, paths, accel):
+    """Every rendered file of a scenario, by file name."""
+    argv = qemu_argv(s, paths, accel)
+    return {
+        "qemu-argv.txt": "\n".join(argv) + "\n",
+        "qemu-cmdline.sh": f"#!/bin/sh\n# QEMU command of scenario {s.name} (accelerator {accel})\n"
+                           + shell_lines(argv),
+        "xen-cmdline.txt": xen_cmdline(s) + "\n",
+        "dom0-cmdline.txt": dom0_cmdline(s) + "\n",
+        "dom0-init.sh": dom0_init(s),
+        f"xl-{s.rt_guest.name}.cfg": xl_config(s, "rt"),
+        f"xl-{s.load_guest.name}.cfg": xl_config(s, "load"),
+    }
+
+
+def write_all(files, folder):
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+        if name.endswith(".sh"):
+            (folder / name).chmod(0o755)
+    return folder

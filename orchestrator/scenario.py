@@ -1,0 +1,355 @@
+"""Stage 1: load `testbed.yaml`, merge a scenario over the defaults, validate it
+into typed, frozen objects. Every problem names file, line and field and says
+what is allowed; all problems are reported at once.
+"""
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .errors import ScenarioError
+from .yamlsrc import SourcedDict, YamlSyntaxError, deep_merge, load_text
+
+MAC_RE = r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"
+NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
+XEN_OPTION_RE = r"^[A-Za-z0-9_.,:=+/-]+$"  # one token on Xen's command line, no quoting needed
+# q35 slots the testbed already uses: host bridge, VGA, virtio-serial (guest agent), ICH9 LPC.
+RESERVED_PCI_SLOTS = {0: "the host bridge", 1: "the VGA slot", 16: "the guest agent's virtio-serial",
+                      31: "the ICH9 LPC/SATA/SMBus functions"}
+
+
+def spec(choices=None, min=None, max=None, pattern=None, doc=""):
+    return {"choices": choices, "min": min, "max": max, "pattern": pattern, "doc": doc}
+
+
+@dataclass(frozen=True)
+class Machine:
+    memory_mb: int = field(metadata=spec(min=1024, max=16384))
+    cpus: int = field(metadata=spec(min=2, max=8))
+    accel: str = field(metadata=spec(choices=["auto", "kvm", "tcg"]))
+    icount: Optional[int] = field(metadata=spec(min=0, max=10, doc="null, or the icount shift"))
+    iommu: str = field(metadata=spec(choices=["intel"]))
+    interrupt_remapping: bool = field(metadata=spec())
+    cpu_model: str = field(metadata=spec(choices=["qemu64,+svm", "qemu64"]))
+
+
+@dataclass(frozen=True)
+class Nic:
+    model: str = field(metadata=spec(choices=["e1000e", "e1000"]))
+    mac: str = field(metadata=spec(pattern=MAC_RE, doc="a lower-case MAC such as 52:54:00:12:34:01"))
+    pci_slot: int = field(metadata=spec(min=2, max=30))
+    irq_mode: str = field(metadata=spec(choices=["msi", "msix", "intx"]))
+    udp_port: int = field(metadata=spec(min=1024, max=65000, doc="host loopback port the NIC's socket netdev listens on"))
+
+    @property
+    def bdf(self):
+        return f"0000:00:{self.pci_slot:02x}.0"
+
+
+@dataclass(frozen=True)
+class Nics:
+    measured: Nic
+    load: Nic
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    variant: str = field(metadata=spec(choices=["stock"]))
+    options: typing.List[str] = field(metadata=spec(pattern=XEN_OPTION_RE))
+
+
+@dataclass(frozen=True)
+class Dom0:
+    memory_mb: int = field(metadata=spec(min=512, max=8192))
+    vcpus: int = field(metadata=spec(min=1, max=8))
+    pcpus: typing.List[int] = field(metadata=spec(min=0, max=7))
+
+
+@dataclass(frozen=True)
+class RtGuest:
+    name: str = field(metadata=spec(pattern=NAME_RE))
+    vcpus: int = field(metadata=spec(min=1, max=1, doc="the RT guest has one vCPU on the pCPU it owns"))
+    pcpu: int = field(metadata=spec(min=0, max=7))
+    memory_mb: int = field(metadata=spec(min=128, max=8192))
+
+
+@dataclass(frozen=True)
+class LoadGuest:
+    name: str = field(metadata=spec(pattern=NAME_RE))
+    vcpus: int = field(metadata=spec(min=1, max=8))
+    pcpus: typing.List[int] = field(metadata=spec(min=0, max=7))
+    memory_mb: int = field(metadata=spec(min=128, max=8192))
+    nic_mode: str = field(metadata=spec(choices=["shared", "passthrough"],
+                                        doc="shared: dom0 owns the e1000 and bridges it to the guest's vif"))
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds each boot stage may take (emulated boots are slow: be generous)."""
+    qemu_up: int = field(metadata=spec(min=1, max=3600))
+    xen_banner: int = field(metadata=spec(min=1, max=3600))
+    dom0_ready: int = field(metadata=spec(min=1, max=3600))
+    toolstack: int = field(metadata=spec(min=1, max=3600))
+    rt_guest: int = field(metadata=spec(min=1, max=3600))
+    load_guest: int = field(metadata=spec(min=1, max=3600))
+    shutdown: int = field(metadata=spec(min=1, max=3600))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str = field(metadata=spec())
+    machine: Machine
+    nics: Nics
+    hypervisor: Hypervisor
+    dom0: Dom0
+    rt_guest: RtGuest
+    load_guest: LoadGuest
+    timeouts: Timeouts
+    source: str = ""
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    path: str
+    message: str
+
+    def __str__(self):
+        return f"{self.where}: {self.path}: {self.message}"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_file(path):
+    """Parse a testbed file into its raw, position-aware document."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScenarioError([Problem(str(path), "(file)", f"cannot read: {exc.strerror}")]) from None
+    try:
+        doc = load_text(text, file=str(path))
+    except YamlSyntaxError as exc:
+        raise ScenarioError([Problem(f"{exc.file}:{exc.line}", "(syntax)", str(exc).split(": ", 2)[-1])]) from None
+    if not isinstance(doc, SourcedDict):
+        raise ScenarioError([Problem(f"{path}:1", "(top level)", "expected a mapping with 'defaults' and 'scenarios'")])
+    problems = []
+    _check_keys(doc, "", {"defaults", "scenarios", "default_scenario"}, problems)
+    for key in ("defaults", "scenarios"):
+        if not isinstance(doc.get(key), SourcedDict):
+            problems.append(Problem(doc.where(key), key, "expected a mapping"))
+    if problems:
+        raise ScenarioError(problems)
+    return doc
+
+
+def scenario_names(doc):
+    return list(doc["scenarios"].keys())
+
+
+def default_name(doc):
+    return doc.get("default_scenario") or scenario_names(doc)[0]
+
+
+def resolve(doc, name=None):
+    """Merge scenario `name` over the defaults and validate it."""
+    name = name or default_name(doc)
+    scenarios = doc["scenarios"]
+    if name not in scenarios:
+        raise ScenarioError([Problem(scenarios.where(), "scenarios",
+                                     f"no scenario named {name!r}; defined: {', '.join(scenarios) or 'none'}")])
+    own = scenarios[name]
+    if own is None:
+        own = SourcedDict(file=scenarios.file, line=scenarios.key_lines.get(name, 0))
+    if not isinstance(own, SourcedDict):
+        raise ScenarioError([Problem(scenarios.where(name), f"scenarios.{name}", "expected a mapping")])
+    merged = deep_merge(doc["defaults"], own)
+    problems = []
+    if not re.match(r"^[a-z0-9][a-z0-9-]{0,40}$", str(name)):
+        problems.append(Problem(scenarios.where(name), f"scenarios.{name}",
+                                "scenario names use lower-case letters, digits and '-' (they name result folders)"))
+    merged["name"] = name
+    merged.setdefault("description", "")
+    merged.setdefault("source", scenarios.file)
+    scenario = _build(Scenario, merged, f"scenarios.{name}", merged.where(), problems)
+    if not problems:
+        _check_semantics(scenario, merged, f"scenarios.{name}", problems)
+    if problems:
+        raise ScenarioError(problems)
+    return scenario
+
+
+def load(path, name=None):
+    return resolve(load_file(path), name)
+
+
+def validate_file(path):
+    """Validate every scenario in a file; return their names or raise with all problems."""
+    doc = load_file(path)
+    problems, names = [], []
+    if doc.get("default_scenario") is not None and doc["default_scenario"] not in doc["scenarios"]:
+        problems.append(Problem(doc.where("default_scenario"), "default_scenario",
+                                f"names no scenario; defined: {', '.join(doc['scenarios'])}"))
+    for name in scenario_names(doc):
+        try:
+            resolve(doc, name)
+            names.append(name)
+        except ScenarioError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ScenarioError(problems)
+    return names
+
+
+# ---------------------------------------------------------------- typed build
+
+
+def _check_keys(raw, path, allowed, problems):
+    for key in raw:
+        if key not in allowed:
+            problems.append(Problem(raw.where(key), _join(path, key),
+                                    f"unknown key {key!r}; allowed: {', '.join(sorted(allowed))}"))
+
+
+def _join(path, key):
+    return f"{path}.{key}" if path else str(key)
+
+
+def _build(cls, raw, path, where, problems):
+    """Build dataclass `cls` from mapping `raw`, appending problems instead of raising."""
+    if not isinstance(raw, SourcedDict):
+        problems.append(Problem(where, path, f"expected a mapping, got {_show(raw)}"))
+        return None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(raw, path, set(fields), problems)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is not dataclasses.MISSING:
+                continue
+            problems.append(Problem(raw.where(), _join(path, name), "missing (required)"))
+            continue
+        values[name] = _convert(hints[name], f.metadata, raw[name], _join(path, name), raw.where(name), problems)
+    if len(values) != len([f for f in fields.values() if f.name in raw]) or any(v is _BAD for v in values.values()):
+        return None
+    try:
+        return cls(**values)
+    except TypeError:
+        return None
+
+
+_BAD = object()
+
+
+def _show(value):
+    return f"{value!r} ({type(value).__name__})" if value is not None else "null"
+
+
+def _convert(hint, meta, value, path, where, problems):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        built = _build(hint, value, path, where, problems)
+        return _BAD if built is None else built
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        return _convert(inner, meta, value, path, where, problems)
+    if origin in (list, typing.List):
+        if not isinstance(value, list):
+            problems.append(Problem(where, path, f"expected a list, got {_show(value)}"))
+            return _BAD
+        inner = typing.get_args(hint)[0]
+        items = [_convert(inner, meta, v, f"{path}[{i}]", where, problems) for i, v in enumerate(value)]
+        return _BAD if any(i is _BAD for i in items) else tuple(items)
+    return _scalar(hint, meta, value, path, where, problems)
+
+
+def _scalar(hint, meta, value, path, where, problems):
+    kinds = {int: "an integer", str: "a string", bool: "true or false"}
+    ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    if not ok:
+        hint_text = "; quote it (YAML reads unquoted 52:54:... or 1e3 as a number)" if hint is str else ""
+        problems.append(Problem(where, path, f"expected {kinds[hint]}, got {_show(value)}{hint_text}"))
+        return _BAD
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        problems.append(Problem(where, path, f"{value!r} is not allowed; choose one of: {', '.join(meta['choices'])}"))
+        return _BAD
+    lo, hi = meta.get("min"), meta.get("max")
+    if hint is int and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        extra = f" ({meta['doc']})" if meta.get("doc") else ""
+        problems.append(Problem(where, path, f"{value} is out of range {lo}..{hi}{extra}"))
+        return _BAD
+    if meta.get("pattern") and not re.match(meta["pattern"], value):
+        extra = meta["doc"] or f"must match {meta['pattern']}"
+        problems.append(Problem(where, path, f"{value!r} is not valid: {extra}"))
+        return _BAD
+    return value
+
+
+# ---------------------------------------------------------------- cross-field rules
+
+
+def _at(raw, *keys):
+    """file:line of a nested key in the merged raw document."""
+    node = raw
+    for key in keys[:-1]:
+        node = node[key]
+    return node.where(keys[-1])
+
+
+def _check_semantics(s, raw, path, problems):
+    def bad(keys, message):
+        problems.append(Problem(_at(raw, *keys), ".".join([path, *keys]), message))
+
+    cpus = s.machine.cpus
+    for keys, pcpus in ((("dom0", "pcpus"), s.dom0.pcpus), (("load_guest", "pcpus"), s.load_guest.pcpus),
+                        (("rt_guest", "pcpu"), (s.rt_guest.pcpu,))):
+        for cpu in pcpus:
+            if cpu >= cpus:
+                bad(keys, f"pCPU {cpu} does not exist: the machine has {cpus} CPUs (0..{cpus - 1})")
+        if not pcpus:
+            bad(keys, "needs at least one pCPU")
+    rt = s.rt_guest.pcpu
+    for keys, who, pcpus in ((("dom0", "pcpus"), "dom0", s.dom0.pcpus),
+                             (("load_guest", "pcpus"), f"the load guest '{s.load_guest.name}'", s.load_guest.pcpus)):
+        if rt in pcpus:
+            bad(keys, f"pCPU {rt} is dedicated to the RT guest '{s.rt_guest.name}'; {who} may not use it")
+    if s.rt_guest.name == s.load_guest.name:
+        bad(("load_guest", "name"), f"both guests are named {s.rt_guest.name!r}")
+
+    for role in ("measured", "load"):
+        nic = getattr(s.nics, role)
+        if nic.model == "e1000" and nic.irq_mode != "intx":
+            bad(("nics", role, "irq_mode"),
+                f"{nic.irq_mode!r} is impossible: QEMU's e1000 has no MSI (INTx only); use intx or model e1000e")
+        if nic.pci_slot in RESERVED_PCI_SLOTS:
+            bad(("nics", role, "pci_slot"), f"slot {nic.pci_slot} is {RESERVED_PCI_SLOTS[nic.pci_slot]}")
+    if s.nics.measured.model != "e1000e":
+        bad(("nics", "measured", "model"), "the measured NIC must be an e1000e (MSI-capable, as in the paper)")
+    if s.nics.measured.irq_mode == "intx":
+        bad(("nics", "measured", "irq_mode"), "the measured NIC must use msi or msix (the paper's model needs MSI)")
+    if s.nics.measured.pci_slot == s.nics.load.pci_slot:
+        bad(("nics", "load", "pci_slot"), f"slot {s.nics.load.pci_slot} is already the measured NIC's")
+    if s.nics.measured.mac == s.nics.load.mac:
+        bad(("nics", "load", "mac"), "both NICs have the same MAC")
+    if abs(s.nics.measured.udp_port - s.nics.load.udp_port) < 2:
+        bad(("nics", "load", "udp_port"), "each NIC uses two ports (port, port+1): keep them 2 apart")
+    if int(s.nics.measured.mac.split(":")[0], 16) & 1 or int(s.nics.load.mac.split(":")[0], 16) & 1:
+        bad(("nics",), "NIC MACs must be unicast (first octet even)")
+
+    used = s.dom0.memory_mb + s.rt_guest.memory_mb + s.load_guest.memory_mb
+    if used + 256 > s.machine.memory_mb:
+        bad(("machine", "memory_mb"),
+            f"{s.machine.memory_mb} MB is too small: dom0 + guests need {used} MB plus 256 MB for Xen")
+    if len(s.dom0.pcpus) < s.dom0.vcpus and s.dom0.vcpus > 1:
+        bad(("dom0", "vcpus"), f"{s.dom0.vcpus} vCPUs pinned to {len(s.dom0.pcpus)} pCPU(s): give dom0 more pCPUs")

@@ -1,0 +1,160 @@
+"""Scenario loading: the default file is valid; every kind of mistake is named by file, line and field."""
+
+import textwrap
+
+import pytest
+
+from orchestrator import scenario
+from orchestrator.errors import ScenarioError
+from tests.conftest import ROOT
+
+DEFAULT = ROOT / "testbed.yaml"
+
+
+def test_default_file_is_valid_and_resolves():
+    names = scenario.validate_file(DEFAULT)
+    assert "boot-stock" in names
+    s = scenario.load(DEFAULT)
+    assert s.name == "boot-stock"
+    assert s.nics.measured.model == "e1000e" and s.nics.measured.bdf == "0000:00:04.0"
+    assert s.nics.load.model == "e1000" and s.nics.load.irq_mode == "intx"
+    assert s.rt_guest.pcpu not in s.dom0.pcpus and s.rt_guest.pcpu not in s.load_guest.pcpus
+    assert s.load_guest.nic_mode == "shared"
+
+
+def test_scenario_overrides_only_what_it_names():
+    s = scenario.load(DEFAULT, "boot-stock-icount")
+    assert s.machine.icount == 4
+    assert s.machine.cpus == scenario.load(DEFAULT).machine.cpus
+
+
+def _problems(tmp_path, text, name=None):
+    path = tmp_path / "bad.yaml"
+    path.write_text(textwrap.dedent(text))
+    with pytest.raises(ScenarioError) as info:
+        if name is None:
+            scenario.validate_file(path)
+        else:
+            scenario.load(path, name)
+    return [str(p) for p in info.value.problems]
+
+
+def _with_override(tmp_path, override):
+    """The default file plus one scenario `bad` with `override` (YAML text, indented under it)."""
+    text = DEFAULT.read_text() + "  bad:\n" + textwrap.indent(textwrap.dedent(override), "    ")
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    first_line = len(DEFAULT.read_text().splitlines()) + 2
+    with pytest.raises(ScenarioError) as info:
+        scenario.load(path, "bad")
+    return [str(p) for p in info.value.problems], first_line, path
+
+
+def test_unknown_key_names_line_field_and_allowed_keys(tmp_path):
+    problems, line, path = _with_override(tmp_path, "machine:\n  cpu: 3\n")
+    assert problems == [f"{path}:{line + 1}: scenarios.bad.machine.cpu: unknown key 'cpu'; allowed: "
+                        "accel, cpu_model, cpus, icount, interrupt_remapping, iommu, memory_mb"]
+
+
+def test_wrong_type(tmp_path):
+    problems, line, path = _with_override(tmp_path, "machine:\n  cpus: two\n")
+    assert problems == [f"{path}:{line + 1}: scenarios.bad.machine.cpus: expected an integer, got 'two' (str)"]
+
+
+def test_bool_is_not_an_integer(tmp_path):
+    problems, _, _ = _with_override(tmp_path, "dom0:\n  vcpus: true\n")
+    assert "expected an integer, got True (bool)" in problems[0]
+
+
+def test_choice_lists_what_is_allowed(tmp_path):
+    problems, _, _ = _with_override(tmp_path, "machine:\n  accel: hvf\n")
+    assert problems[0].endswith("scenarios.bad.machine.accel: 'hvf' is not allowed; choose one of: auto, kvm, tcg")
+
+
+def test_pcpu_the_machine_lacks(tmp_path):
+    problems, line, path = _with_override(tmp_path, "rt_guest:\n  pcpu: 5\n")
+    assert f"{path}:{line + 1}: scenarios.bad.rt_guest.pcpu: pCPU 5 does not exist: the machine has 2 CPUs (0..1)" \
+        in problems
+
+
+def test_two_guests_on_the_dedicated_pcpu(tmp_path):
+    problems, line, path = _with_override(tmp_path, "load_guest:\n  pcpus: [0, 1]\n")
+    assert problems == [f"{path}:{line + 1}: scenarios.bad.load_guest.pcpus: pCPU 1 is dedicated to the RT guest "
+                        "'rt'; the load guest 'load' may not use it"]
+
+
+def test_e1000_cannot_do_msi(tmp_path):
+    problems, line, path = _with_override(tmp_path, "nics:\n  load:\n    irq_mode: msi\n")
+    assert problems == [f"{path}:{line + 2}: scenarios.bad.nics.load.irq_mode: 'msi' is impossible: QEMU's e1000 "
+                        "has no MSI (INTx only); use intx or model e1000e"]
+
+
+def test_measured_nic_must_be_msi_capable(tmp_path):
+    problems, _, _ = _with_override(tmp_path, "nics:\n  measured:\n    model: e1000\n    irq_mode: intx\n")
+    assert any("the measured NIC must be an e1000e" in p for p in problems)
+
+
+def test_bad_mac_and_reserved_slot(tmp_path):
+    problems, _, _ = _with_override(tmp_path, "nics:\n  measured:\n    mac: '52:54:00:12:34'\n    pci_slot: 31\n")
+    assert any("nics.measured.mac: '52:54:00:12:34' is not valid" in p for p in problems)
+    assert any("nics.measured.pci_slot: 31 is out of range 2..30" in p for p in problems)
+
+
+def test_unquoted_mac_gets_a_hint(tmp_path):
+    problems, _, _ = _with_override(tmp_path, "nics:\n  measured:\n    mac: 52:54:00:12:34:01\n")
+    assert any("nics.measured.mac: expected a string, got" in p and "quote it" in p for p in problems)
+
+
+def test_memory_must_fit(tmp_path):
+    problems, _, _ = _with_override(tmp_path, "machine:\n  memory_mb: 1024\n")
+    assert any("machine.memory_mb: 1024 MB is too small" in p for p in problems)
+
+
+def test_xen_option_with_a_space_is_refused(tmp_path):
+    problems, _, _ = _with_override(tmp_path, "hypervisor:\n  options: ['a b']\n")
+    assert any("hypervisor.options[0]: 'a b' is not valid" in p for p in problems)
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    problems, _, _ = _with_override(tmp_path, "machine:\n  cpus: 0\n  accel: x\ndom0:\n  vcpus: -1\n")
+    assert len(problems) == 3
+
+
+def test_missing_sections_and_unknown_scenario(tmp_path):
+    problems = _problems(tmp_path, """\
+        defaults:
+          machine: {memory_mb: 3072}
+        scenarios:
+          only: {}
+        """)
+    assert any(p.endswith("scenarios.only.nics: missing (required)") for p in problems)
+    assert any("scenarios.only.machine.cpus: missing (required)" in p for p in problems)
+    problems = _problems(tmp_path, "defaults: {}\nscenarios:\n  a: {}\n", name="nope")
+    assert problems[0].endswith("scenarios: no scenario named 'nope'; defined: a")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    problems = _problems(tmp_path, "defaults:\n  machine: [1, 2\nscenarios: {}\n")
+    assert problems[0].startswith(f"{tmp_path / 'bad.yaml'}:") and "(syntax)" in problems[0]
+
+
+def test_duplicate_key_is_an_error(tmp_path):
+    problems = _problems(tmp_path, "defaults: {}\ndefaults: {}\nscenarios: {}\n")
+    assert ":2:" in problems[0] and "duplicate key 'defaults'" in problems[0]
+
+
+def test_bad_top_level_and_default_scenario(tmp_path):
+    problems = _problems(tmp_path, "defualts: {}\nscenarios: {}\n")
+    assert any("unknown key 'defualts'" in p for p in problems)
+    text = DEFAULT.read_text().replace("default_scenario: boot-stock", "default_scenario: nope")
+    path = tmp_path / "d.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as info:
+        scenario.validate_file(path)
+    assert "default_scenario: names no scenario" in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ScenarioError) as info:
+        scenario.load(tmp_path / "absent.yaml")
+    assert "cannot read" in str(info.value)
