@@ -28,13 +28,12 @@ def utc_stamp():
 class Bundle:
     def __init__(self, results_dir, scenario_name):
         self.results_dir = Path(results_dir)
-        self.run_id = f"{scenario_name}-{utc_stamp()}"
+        stamp, n = utc_stamp(), 1
+        self.run_id = f"{scenario_name}-{stamp}"
+        while (self.results_dir / self.run_id).exists() or (self.results_dir / f".{self.run_id}.partial").exists():
+            n += 1  # two runs in one second
+            self.run_id = f"{scenario_name}-{stamp}-{n}"
         self.final = self.results_dir / self.run_id
-        n = 1
-        while self.final.exists():  # two runs in one second
-            n += 1
-            self.final = self.results_dir / f"{scenario_name}-{utc_stamp()}-{n}"
-        self.run_id = self.final.name
         self.dir = self.results_dir / f".{self.run_id}.partial"
         self.config = self.dir / "config"
         self.logs = self.dir / "logs"

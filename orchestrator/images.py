@@ -60,8 +60,9 @@ def recipes(variant="stock"):
 def _digest(paths, extra=()):
     h = hashlib.sha256()
     for p in paths:
-        h.update(str(Path(p).relative_to(ROOT)).encode() + b"\0")
-        h.update(Path(p).read_bytes() + b"\0")
+        p = Path(p)
+        h.update((str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else p.name).encode() + b"\0")
+        h.update(p.read_bytes() + b"\0")
     for item in extra:
         h.update(str(item).encode() + b"\0")
     return h.hexdigest()[:16]

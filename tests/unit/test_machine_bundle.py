@@ -1,0 +1,79 @@
+"""Machine launch errors, accelerator choice, and bundle finishing (no QEMU needed)."""
+
+import json
+import tarfile
+
+import pytest
+
+from orchestrator import bundle, machine
+from orchestrator.errors import MachineError
+from orchestrator.stages import StageRunner
+
+
+def test_failed_launch_carries_argv_and_output(tmp_path):
+    argv = ["sh", "-c", "echo 'qemu: could not load kernel' >&2; exit 1"]
+    m = machine.Machine(argv, tmp_path / "qmp.sock", tmp_path / "qemu.log")
+    with pytest.raises(MachineError) as info:
+        m.launch(timeout=5)
+    text = str(info.value)
+    assert "QEMU exited at start (exit 1)" in text
+    assert "could not load kernel" in text and "command: sh -c" in text
+
+
+def test_missing_binary_is_a_machine_error(tmp_path):
+    m = machine.Machine(["/nonexistent/qemu"], tmp_path / "qmp.sock", tmp_path / "qemu.log")
+    with pytest.raises(MachineError, match="cannot start QEMU"):
+        m.launch(timeout=1)
+
+
+def test_launch_timeout_kills_the_process(tmp_path):
+    m = machine.Machine(["sleep", "30"], tmp_path / "qmp.sock", tmp_path / "qemu.log")
+    with pytest.raises(MachineError, match="did not appear within 0.3 s"):
+        m.launch(timeout=0.3)
+    assert not m.alive()
+
+
+def test_accelerator_choice(tmp_path, monkeypatch):
+    verdicts = machine.KvmVerdicts(tmp_path / "v.json")
+    assert machine.choose_accel("tcg", verdicts)[0] == "tcg"
+    monkeypatch.setattr(machine, "kvm_usable", lambda: False)
+    assert machine.choose_accel("auto", verdicts) == ("tcg", "TCG: /dev/kvm is not usable on this host")
+    with pytest.raises(MachineError, match="/dev/kvm is not usable"):
+        machine.choose_accel("kvm", verdicts)
+    monkeypatch.setattr(machine, "kvm_usable", lambda: True)
+    assert machine.choose_accel("auto", verdicts)[0] == "probe"
+    verdicts.put(False, "KVM internal error")
+    accel, notice = machine.choose_accel("auto", verdicts)
+    assert accel == "tcg" and "KVM internal error" in notice
+    verdicts.put(True, "dom0 booted")
+    assert machine.choose_accel("auto", verdicts)[0] == "kvm"
+
+
+def test_bundle_is_hidden_until_finished_then_packed(tmp_path):
+    b = bundle.Bundle(tmp_path, "boot-stock")
+    assert b.dir.name.startswith(".boot-stock-") and b.dir.name.endswith(".partial")
+    (b.logs / "console.log").write_text("(XEN) hello\n")
+    runner = StageRunner()
+    with runner.stage("images"):
+        pass
+    final, tar = b.finish({"status": "passed"}, runner, "#!/bin/sh\n")
+    assert final.exists() and not b.dir.exists()
+    manifest = json.loads((final / "manifest.json").read_text())
+    assert manifest["run_id"] == final.name and manifest["status"] == "passed"
+    assert json.loads((final / "stages.json").read_text())[0]["name"] == "images"
+    with tarfile.open(tar) as t:
+        names = t.getnames()
+    assert f"{final.name}/logs/console.log" in names and f"{final.name}/reproducer.sh" in names
+
+
+def test_two_bundles_in_one_second_do_not_collide(tmp_path):
+    a, b = bundle.Bundle(tmp_path, "x"), bundle.Bundle(tmp_path, "x")
+    assert a.dir != b.dir and a.final != b.final
+    a.finish({}, StageRunner(), "")
+    assert bundle.Bundle(tmp_path, "x").final not in (a.final, b.final)
+
+
+def test_reproducer_pins_commit_and_scenario():
+    text = bundle.reproducer("boot-stock", "boot-stock-1", "abc123")
+    assert "git checkout abc123" in text
+    assert "make testbed run SCENARIO=boot-stock" in text
