@@ -2,6 +2,7 @@
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -84,10 +85,16 @@ def cmd_images(args):
     return EXIT_OK
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 def cmd_run(args):
     from .run import run
 
     s = _load(args)
+    # SIGTERM (CI cancelling, `kill`) ends the run like Ctrl-C: QEMU stopped, bundle finished.
+    signal.signal(signal.SIGTERM, _interrupt)
     out.rule(f"natsume-testbed: scenario {s.name}")
     out.print(s.description)
     code, final, tar, runner, error = run(args.file, s, args.results, out.print)

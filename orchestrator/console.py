@@ -6,6 +6,7 @@ QEMU's chardev `logfile=` keeps the complete console log independently.
 """
 
 import socket
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -50,6 +51,19 @@ class SerialConsole:
         except pexpect.EOF:
             raise ConsoleTimeout(f"console closed while waiting for {list(patterns)}") from None
         return index, self.child.match.group(0)
+
+    def drain(self):
+        """Keep reading in the background once no stage waits on the console: an unread
+        socket would fill up and stall the emulated UART (the logfile keeps every byte)."""
+        def loop():
+            while self.sock is not None:
+                try:
+                    self.child.read_nonblocking(65536, timeout=1)
+                except pexpect.TIMEOUT:
+                    continue
+                except (pexpect.EOF, OSError, ValueError):
+                    return
+        threading.Thread(target=loop, name="console-drain", daemon=True).start()
 
     def sendline(self, text):
         self.child.sendline(text)

@@ -74,6 +74,7 @@ def boot_stack(s, argv, paths, logs, runner, upto=None):
             st.detail = boot.iommu(machine, console, t.xen_banner)
         with runner.stage("dom0_ready") as st:
             st.detail = boot.dom0_ready(machine, console, t.dom0_ready)
+        console.drain()
         if upto == "dom0_ready":
             return machine, console, agent
         with runner.stage("toolstack") as st:
