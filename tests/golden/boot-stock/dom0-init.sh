@@ -141,10 +141,12 @@ find_qga_port() {
 step "starting qemu-ga on $QGA_PORT"
 if wait_for 10 find_qga_port >/dev/null; then
     QGA_DEV=$(find_qga_port)
-    qemu-ga --method=virtio-serial --path="$QGA_DEV" --daemonize \
-        --logfile=/var/log/qemu-ga.log --pidfile=/run/qemu-ga.pid \
-        && step "qemu-ga running on $QGA_DEV" \
-        || warn "qemu-ga failed (see /var/log/qemu-ga.log)"
+    if qemu-ga --method=virtio-serial --path="$QGA_DEV" --daemonize \
+        --logfile=/var/log/qemu-ga.log --pidfile=/run/qemu-ga.pid; then
+        step "qemu-ga running on $QGA_DEV"
+    else
+        warn "qemu-ga failed (see /var/log/qemu-ga.log)"
+    fi
 else
     warn "no virtio port named $QGA_PORT after 10 s"
 fi

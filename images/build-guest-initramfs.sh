@@ -1,0 +1,78 @@
+#!/bin/bash
+# build-guest-initramfs.sh OUT KERNEL_DIR
+#
+# A busybox-static initramfs for the PV guests (domUs): /init is
+# guest_agents/guest-init.sh, busybox applets as symlinks, and only the kernel
+# modules the guests need (xen-pcifront, e1000e, e1000, xen-netfront and their
+# dependencies; ptp/pps_core are built into Debian's kernel) from KERNEL_DIR
+# (an output of fetch-kernel.sh), with depmod -b.
+# Outputs: OUT/guest-initrd.cpio.gz (newc, gzip -9), OUT/versions.txt
+# Env: FORCE=1 rebuild even if OUT is up to date.
+set -euo pipefail
+export RECIPE=build-guest-initramfs
+# shellcheck source=images/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+[ $# -eq 2 ] || die "usage: $0 OUT KERNEL_DIR"
+OUT=$(realpath -m "$1")
+KDIR=$(realpath "$2") || die "KERNEL_DIR $2 does not exist"
+[ -f "$KDIR/kver" ] || die "$KDIR/kver missing: KERNEL_DIR must be an output of fetch-kernel.sh"
+KVER=$(cat "$KDIR/kver")
+INIT_SRC=$REPO_DIR/guest_agents/guest-init.sh
+[ -f "$INIT_SRC" ] || die "$INIT_SRC missing"
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
+file -b "$BUSYBOX" | grep -q 'statically linked' || die "$BUSYBOX is not statically linked (install busybox-static)"
+[ "$(id -u)" = 0 ] || die "must run as root (creates /dev/console in the archive)"
+need cpio gzip depmod file python3
+MODULES="xen-pcifront e1000e ptp pps_core e1000 xen-netfront"
+
+HASH=$(lib_inputs_hash "$INIT_SRC" "$KDIR/versions.txt" "$BUSYBOX")
+if lib_up_to_date "$OUT" "$HASH" guest-initrd.cpio.gz; then exit 0; fi
+
+T0=$(date +%s)
+lib_stage_out "$OUT"
+lib_workdir
+R=$WORK/root
+log "assembling the tree in $R (kernel $KVER)"
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,etc,root,lib/modules}
+chmod 1777 "$R/tmp"
+cp "$BUSYBOX" "$R/bin/busybox"
+n=0
+for a in $("$BUSYBOX" --list-full); do
+    [ "$a" != bin/busybox ] || continue
+    mkdir -p "$R/$(dirname "$a")"
+    [ -e "$R/$a" ] || { ln -s /bin/busybox "$R/$a"; n=$((n + 1)); }
+done
+log "busybox $("$BUSYBOX" | head -n1 | awk '{print $2}'): $n applet symlinks"
+install -m 0755 "$INIT_SRC" "$R/init"
+mknod -m 600 "$R/dev/console" c 5 1
+mknod -m 666 "$R/dev/null" c 1 3
+echo "root:x:0:0:root:/root:/bin/sh" >"$R/etc/passwd"
+echo "root:x:0:" >"$R/etc/group"
+
+log "kernel modules with dependencies: $MODULES"
+# shellcheck disable=SC2086
+lib_copy_modules "$KDIR/modules" "$R" "$KVER" $MODULES
+for m in xen-pcifront e1000e e1000 xen-netfront; do
+    grep -q "/${m}.ko" "$R/lib/modules/$KVER/modules.dep" || die "module $m missing from the initramfs"
+done
+
+log "packing newc cpio + gzip -9"
+(cd "$R" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) | gzip -9 -n >"$STAGE/guest-initrd.cpio.gz"
+
+{
+    echo "# name version sha256-or-source"
+    echo "busybox-static $(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown) $(sha256_of "$BUSYBOX")"
+    echo "guest-init.sh - $(sha256_of "$INIT_SRC")"
+    echo "kernel-release $KVER -"
+    grep -E '^(linux-image|vmlinuz)' "$KDIR/versions.txt" | sed 's/^/kernel:/'
+    (cd "$R/lib/modules/$KVER" && find . -name '*.ko*' | LC_ALL=C sort | while read -r f; do
+        echo "module:$(basename "$f") $KVER $(sha256_of "$f")"
+    done)
+    echo "guest-initrd.cpio.gz - $(sha256_of "$STAGE/guest-initrd.cpio.gz")"
+} >"$STAGE/versions.txt"
+echo "$HASH" >"$STAGE/.inputs"
+
+lib_commit_out "$STAGE" "$OUT"
+log "done in $(( $(date +%s) - T0 )) s: $OUT/guest-initrd.cpio.gz ($(du -h "$OUT/guest-initrd.cpio.gz" | cut -f1))"
