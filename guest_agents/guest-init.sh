@@ -144,7 +144,15 @@ CONSOLE=/dev/hvc0
 [ -c "$CONSOLE" ] || CONSOLE=/dev/console
 PS1="$ROLE# "
 export PS1 HOME=/ TERM=vt100
+# `xl shutdown` makes the guest kernel run /sbin/poweroff; busybox's poweroff
+# only signals PID 1 (USR2 poweroff, TERM reboot, USR1 halt), and PID 1 ignores
+# every signal it does not trap. The shell runs in the background so that
+# `wait` returns to take the trap at once.
+trap 'say "poweroff requested"; sync; poweroff -f' USR2
+trap 'say "reboot requested"; sync; reboot -f' TERM
+trap 'say "halt requested"; sync; halt -f' USR1
 while :; do
-    setsid sh -c "exec sh <$CONSOLE >$CONSOLE 2>&1"
+    setsid sh -c "exec sh <$CONSOLE >$CONSOLE 2>&1" &
+    wait $!
     sleep 1
 done

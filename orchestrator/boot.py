@@ -169,7 +169,13 @@ def collect(agent, s, logs_dir):
 
 
 def shutdown(agent, machine, timeout):
-    """Shut the guests down through the toolstack, then quit QEMU over QMP."""
-    res = agent.run("xl shutdown -a -w -F", timeout=timeout)
+    """Shut the guests down through the toolstack (they must obey), then quit QEMU over QMP."""
+    deadline = time.monotonic() + timeout
+    res = agent.run("xl shutdown -a -w", timeout=timeout)
+    # A guest that has shut down is listed (state "s") until xl's daemon destroys it.
+    while (left := agent.run("xl list", timeout=30).stdout.splitlines()[2:]) and time.monotonic() < deadline:
+        time.sleep(1)
     machine.shutdown(timeout)
-    return "guests shut down" if res.ok else f"xl shutdown exit {res.rc}; QEMU quit"
+    if not res.ok or left:
+        raise BootFailure(f"guests did not shut down (xl shutdown exit {res.rc}): {left or res.stderr.strip()}")
+    return "guests shut down; QEMU quit over QMP"

@@ -74,8 +74,9 @@ class SerialConsole:
     def tail(self, n=50):
         if not self.log_path.exists():
             return []
-        with open(self.log_path, errors="replace") as f:
-            return [line.rstrip("\r\n") for line in deque(f, maxlen=n)]
+        # Serial lines end in "\r\r\n" here (dom0 -> hvc -> Xen -> UART): split on "\n" only.
+        with open(self.log_path, "rb") as f:
+            return [line.rstrip(b"\r\n").decode(errors="replace") for line in deque(f, maxlen=n)]
 
     def close(self):
         if self.sock is not None:

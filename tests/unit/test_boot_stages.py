@@ -146,3 +146,18 @@ def test_stage_runner_attributes_failure_and_tail():
     assert "stage 'b' failed: nothing came" in str(info.value) and "last 2 console lines" in str(info.value)
     assert runner.failed_stage() == "b" and not runner.passed
     assert "b              failed" in runner.table()
+
+
+def test_shutdown_quits_qemu_after_guests_are_gone():
+    machine = FakeMachine()
+    assert boot.shutdown(healthy_agent(), machine, 5) == "guests shut down; QEMU quit over QMP"
+    assert machine.events == ["shutdown"]
+
+
+def test_guest_that_ignores_shutdown_fails_the_stage_but_qemu_still_quits():
+    machine = FakeMachine()
+    agent = healthy_agent()
+    agent.answers.insert(0, (r"^xl list$", (0, "Name ID\nDomain-0 0 1024 1 r----- 5.0\nrt 1 256 1 -b---- 1.0\n")))
+    with pytest.raises(boot.BootFailure, match="guests did not shut down"):
+        boot.shutdown(agent, machine, 0.5)
+    assert machine.events == ["shutdown"]

@@ -77,3 +77,10 @@ def test_reproducer_pins_commit_and_scenario():
     text = bundle.reproducer("boot-stock", "boot-stock-1", "abc123")
     assert "git checkout abc123" in text
     assert "make testbed run SCENARIO=boot-stock" in text
+
+
+def test_console_tail_splits_serial_lines_on_newline_only(tmp_path):
+    from orchestrator.console import SerialConsole
+    log = tmp_path / "console.log"
+    log.write_bytes(b"(XEN) one\r\r\n[ 1.0] two\r\r\nthree")
+    assert SerialConsole(tmp_path / "s.sock", log).tail(2) == ["[ 1.0] two", "three"]
