@@ -14,8 +14,8 @@ from .errors import EXIT_BAD_INPUT, EXIT_OK, ScenarioError, TestbedError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "testbed.yaml"
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _load(args):

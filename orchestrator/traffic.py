@@ -1,0 +1,463 @@
+"""Stage: host-side traffic into the emulated NICs over loopback UDP.
+
+Each NIC is a QEMU `-netdev socket,udp=127.0.0.1:<port+1>,localaddr=127.0.0.1:<port>`:
+QEMU takes one raw Ethernet frame (no FCS) per UDP datagram sent to
+127.0.0.1:<port> and sends the guest's frames to 127.0.0.1:<port+1>.
+
+Two senders, run concurrently in threads:
+- bursts for the measured NIC (the paper: 1024 packets every 100 ms),
+- a flood for the load NIC (a rate in packets/s, or unthrottled).
+Both pace by absolute deadlines from one start time (no drift), stop at a
+bounded duration or when a stop event is set, and count exactly what the
+kernel accepted: `TrafficCounters`. `Sink` counts what a guest sends back.
+"""
+
+import errno
+import ipaddress
+import select
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .errors import TestbedError
+
+LOOPBACK = "127.0.0.1"
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+IPPROTO_UDP = 17
+ETH_HLEN, IP_HLEN, UDP_HLEN = 14, 20, 8
+MIN_FRAME = 60  # Ethernet minimum without FCS: shorter frames are padded by us, not by the NIC model
+MAX_PAYLOAD = 1500 - IP_HLEN - UDP_HLEN  # one frame within a 1500-byte MTU
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+
+# Payload: magic, version, flags, burst number, sequence number; then zero padding.
+PAYLOAD_MAGIC = b"NTSM"
+PAYLOAD_VERSION = 1
+PAYLOAD_HEADER = struct.Struct("!4sHHII")
+FLOOD_BURST = 0xFFFFFFFF  # burst number carried by flood frames: "not a measurement burst"
+
+
+class TrafficError(TestbedError, ValueError):
+    """Bad traffic parameters or a frame that does not parse; the message says which."""
+
+
+# ---------------------------------------------------------------- frames
+
+def mac_bytes(mac):
+    """'52:54:00:12:34:01' (or 6 bytes) -> 6 bytes."""
+    if isinstance(mac, (bytes, bytearray)) and len(mac) == 6:
+        return bytes(mac)
+    parts = str(mac).replace("-", ":").split(":")
+    try:
+        if len(parts) != 6:
+            raise ValueError
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise TrafficError(f"bad MAC address {mac!r}: expected six hex bytes like 52:54:00:12:34:01") from None
+
+
+def mac_text(raw):
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def ip_bytes(ip):
+    try:
+        return ipaddress.IPv4Address(ip).packed
+    except ValueError:
+        raise TrafficError(f"bad IPv4 address {ip!r}") from None
+
+
+def _port(value, what):
+    if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+        raise TrafficError(f"bad {what} {value!r}: expected an integer 0..65535")
+    return value
+
+
+def inet_checksum(data):
+    """RFC 1071 ones' complement of the ones' complement sum of 16-bit words."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _udp_pseudo_header(src, dst, udp_len):
+    return src + dst + struct.pack("!BBH", 0, IPPROTO_UDP, udp_len)
+
+
+def build_udp_frame(dst_mac, src_mac, src_ip, dst_ip, src_port, dst_port, payload, ident=0):
+    """One Ethernet II + IPv4 + UDP frame with both checksums, padded to 60 bytes."""
+    payload = bytes(payload)
+    if len(payload) > MAX_PAYLOAD:
+        raise TrafficError(f"UDP payload of {len(payload)} bytes exceeds {MAX_PAYLOAD} (1500-byte MTU)")
+    src, dst = ip_bytes(src_ip), ip_bytes(dst_ip)
+    udp_len = UDP_HLEN + len(payload)
+    udp = struct.pack("!HHHH", _port(src_port, "source port"), _port(dst_port, "destination port"), udp_len, 0) + payload
+    csum = inet_checksum(_udp_pseudo_header(src, dst, udp_len) + udp) or 0xFFFF  # 0 means "no checksum" in UDP
+    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, IP_HLEN + udp_len, ident & 0xFFFF, 0x4000,  # DF, no fragments
+                     64, IPPROTO_UDP, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
+    frame = mac_bytes(dst_mac) + mac_bytes(src_mac) + struct.pack("!H", ETH_P_IP) + ip + udp
+    return frame.ljust(MIN_FRAME, b"\0")
+
+
+@dataclass(frozen=True)
+class UdpFrame:
+    dst_mac: str
+    src_mac: str
+    src_ip: str
+    dst_ip: str
+    src_port: int
+    dst_port: int
+    payload: bytes
+
+
+def parse_udp_frame(frame):
+    """Inverse of build_udp_frame; raises TrafficError naming the first thing that is wrong."""
+    frame = bytes(frame)
+    if len(frame) < ETH_HLEN + IP_HLEN + UDP_HLEN:
+        raise TrafficError(f"frame of {len(frame)} bytes is too short for Ethernet+IPv4+UDP")
+    (ethertype,) = struct.unpack_from("!H", frame, 12)
+    if ethertype != ETH_P_IP:
+        raise TrafficError(f"ethertype 0x{ethertype:04x} at offset 12 is not IPv4")
+    ip = frame[ETH_HLEN:ETH_HLEN + IP_HLEN]
+    ver_ihl, _, total_len, _, _, _, proto, _, src, dst = struct.unpack("!BBHHHBBH4s4s", ip)
+    if ver_ihl != 0x45:
+        raise TrafficError(f"IPv4 version/IHL byte 0x{ver_ihl:02x} at offset 14: expected 0x45 (no options)")
+    if inet_checksum(ip) != 0:
+        raise TrafficError("IPv4 header checksum does not verify")
+    if proto != IPPROTO_UDP:
+        raise TrafficError(f"IPv4 protocol {proto} is not UDP")
+    if ETH_HLEN + total_len > len(frame):
+        raise TrafficError(f"IPv4 total length {total_len} exceeds the frame ({len(frame)} bytes)")
+    udp = frame[ETH_HLEN + IP_HLEN:ETH_HLEN + total_len]
+    sport, dport, udp_len, csum = struct.unpack_from("!HHHH", udp)
+    if udp_len != len(udp):
+        raise TrafficError(f"UDP length {udp_len} disagrees with the IPv4 length ({len(udp)} bytes of UDP)")
+    if csum and inet_checksum(_udp_pseudo_header(src, dst, udp_len) + udp) != 0:
+        raise TrafficError("UDP checksum does not verify")
+    return UdpFrame(mac_text(frame[0:6]), mac_text(frame[6:12]), str(ipaddress.IPv4Address(src)),
+                    str(ipaddress.IPv4Address(dst)), sport, dport, udp[UDP_HLEN:])
+
+
+# ---------------------------------------------------------------- payload
+
+def make_payload(burst, seq, size=PAYLOAD_HEADER.size):
+    """Our payload: magic 'NTSM', version, flags, burst number, sequence number (all big-endian), zero padded."""
+    if not PAYLOAD_HEADER.size <= size <= MAX_PAYLOAD:
+        raise TrafficError(f"payload size {size} out of range {PAYLOAD_HEADER.size}..{MAX_PAYLOAD}")
+    head = PAYLOAD_HEADER.pack(PAYLOAD_MAGIC, PAYLOAD_VERSION, 0, burst & 0xFFFFFFFF, seq & 0xFFFFFFFF)
+    return head.ljust(size, b"\0")
+
+
+def parse_payload(payload):
+    """-> (burst, seq); TrafficError if it is not ours."""
+    if len(payload) < PAYLOAD_HEADER.size:
+        raise TrafficError(f"payload of {len(payload)} bytes is shorter than our {PAYLOAD_HEADER.size}-byte header")
+    magic, version, _, burst, seq = PAYLOAD_HEADER.unpack_from(payload)
+    if magic != PAYLOAD_MAGIC or version != PAYLOAD_VERSION:
+        raise TrafficError(f"payload starts {payload[:6]!r}: not a natsume-testbed v{PAYLOAD_VERSION} payload")
+    return burst, seq
+
+
+# ---------------------------------------------------------------- plans and counters
+
+@dataclass(frozen=True)
+class Addressing:
+    """Frame addresses. dst_mac should be the guest NIC's MAC; broadcast reaches any NIC."""
+    dst_mac: str = BROADCAST_MAC
+    src_mac: str = "02:00:00:00:00:01"  # locally administered
+    src_ip: str = "10.99.0.1"
+    dst_ip: str = "10.99.0.2"
+    src_port: int = 40000
+    dst_port: int = 9  # discard
+
+    def frame(self, burst, seq, payload_size, ident=0):
+        return build_udp_frame(self.dst_mac, self.src_mac, self.src_ip, self.dst_ip, self.src_port,
+                               self.dst_port, make_payload(burst, seq, payload_size), ident)
+
+
+@dataclass(frozen=True)
+class Burst:
+    """Measured-NIC traffic: `frames_per_burst` frames every `period_s`, `bursts` times.
+
+    gap_s spaces the frames inside a burst (0: back to back)."""
+    frames_per_burst: int = 1024
+    period_s: float = 0.1
+    bursts: int = 10
+    gap_s: float = 0.0
+    payload_size: int = 64
+    addressing: Addressing = field(default_factory=Addressing)
+
+    def validate(self):
+        _positive_int(self.frames_per_burst, "frames_per_burst")
+        _positive_int(self.bursts, "bursts")
+        _positive(self.period_s, "period_s")
+        if self.gap_s < 0 or self.gap_s * (self.frames_per_burst - 1) >= self.period_s:
+            raise TrafficError(f"gap_s={self.gap_s}: a burst of {self.frames_per_burst} frames must fit in "
+                               f"period_s={self.period_s}")
+        make_payload(0, 0, self.payload_size)
+        return self
+
+
+@dataclass(frozen=True)
+class Flood:
+    """Load-NIC traffic: `rate_pps` frames per second (None: as fast as possible) for `duration_s`."""
+    rate_pps: float | None = None
+    duration_s: float = 10.0
+    payload_size: int = 64
+    addressing: Addressing = field(default_factory=Addressing)
+
+    def validate(self):
+        if self.rate_pps is not None:
+            _positive(self.rate_pps, "rate_pps")
+        _positive(self.duration_s, "duration_s")
+        make_payload(0, 0, self.payload_size)
+        return self
+
+
+def _positive(value, what):
+    if not isinstance(value, (int, float)) or not value > 0:
+        raise TrafficError(f"{what} must be a positive number, got {value!r}")
+
+
+def _positive_int(value, what):
+    if not isinstance(value, int) or value <= 0:
+        raise TrafficError(f"{what} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class TrafficCounters:
+    """What one sender did. frames/bytes count datagrams the kernel accepted, nothing else."""
+    target: str = ""
+    frames: int = 0
+    bytes: int = 0
+    send_errors: int = 0
+    errors_by_kind: dict = field(default_factory=dict)  # errno name -> count
+    bursts_completed: int = 0
+    stopped_early: bool = False
+    start: float | None = None  # time.monotonic()
+    end: float | None = None
+
+    @property
+    def duration_s(self):
+        return (self.end - self.start) if self.start is not None and self.end is not None else 0.0
+
+    @property
+    def achieved_pps(self):
+        return self.frames / self.duration_s if self.duration_s > 0 else 0.0
+
+    def as_dict(self):
+        return {"target": self.target, "frames": self.frames, "bytes": self.bytes, "send_errors": self.send_errors,
+                "errors_by_kind": dict(self.errors_by_kind), "bursts_completed": self.bursts_completed,
+                "stopped_early": self.stopped_early, "start": self.start, "end": self.end,
+                "duration_s": self.duration_s, "achieved_pps": self.achieved_pps}
+
+
+# ---------------------------------------------------------------- sending
+
+def _check_addr(sock_addr):
+    host, port = sock_addr
+    if host != LOOPBACK:
+        raise TrafficError(f"traffic goes to QEMU on loopback only; refusing {host}:{port}")
+    _port(port, "UDP port")
+    return host, port
+
+
+def _open(sock_addr):
+    # Connected: send() is cheaper than sendto(), and ECONNREFUSED tells us QEMU is not listening.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(_check_addr(sock_addr))
+    return sock
+
+
+def _send(sock, frame, counters):
+    try:
+        sock.send(frame)
+    except OSError as exc:
+        counters.send_errors += 1
+        kind = errno.errorcode.get(exc.errno, str(exc.errno))
+        counters.errors_by_kind[kind] = counters.errors_by_kind.get(kind, 0) + 1
+        return
+    counters.frames += 1
+    counters.bytes += len(frame)
+
+
+def _sleep_until(deadline, stop):
+    """Sleep to an absolute monotonic deadline; True if the stop event was set meanwhile."""
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        return stop.wait(delay)
+    return stop.is_set()
+
+
+def send_bursts(sock_addr, frames_per_burst=1024, period_s=0.1, bursts=10, *, gap_s=0.0, payload_size=64,
+                addressing=None, stop=None):
+    """Send `bursts` bursts; burst k starts at t0 + k*period_s, frame i of it at + i*gap_s.
+
+    Frames carry (burst number, sequence number over the whole run). Returns TrafficCounters."""
+    plan = Burst(frames_per_burst, period_s, bursts, gap_s, payload_size, addressing or Addressing()).validate()
+    return _run_bursts(plan, sock_addr, stop or threading.Event())
+
+
+def _run_bursts(plan, sock_addr, stop):
+    counters = TrafficCounters(target=f"{sock_addr[0]}:{sock_addr[1]}")
+    with _open(sock_addr) as sock:
+        counters.start = t0 = time.monotonic()
+        for burst in range(plan.bursts):
+            first = burst * plan.frames_per_burst
+            # Built before the deadline, so a burst leaves back to back rather than at frame-building speed.
+            frames = [plan.addressing.frame(burst, seq, plan.payload_size, seq)
+                      for seq in range(first, first + plan.frames_per_burst)]
+            if not _send_burst(sock, frames, t0 + burst * plan.period_s, plan.gap_s, stop, counters):
+                counters.stopped_early = True
+                break
+            counters.bursts_completed += 1
+        counters.end = time.monotonic()
+    return counters
+
+
+def _send_burst(sock, frames, start, gap_s, stop, counters):
+    """Frame i leaves at start + i*gap_s; False if stopped before the last one."""
+    for i, frame in enumerate(frames):
+        if (i == 0 or gap_s) and _sleep_until(start + i * gap_s, stop):
+            return False
+        _send(sock, frame, counters)
+    return True
+
+
+def flood(sock_addr, rate_pps=None, duration_s=10.0, *, payload_size=64, addressing=None, stop=None):
+    """Send for `duration_s` at `rate_pps` (None: unthrottled). Returns TrafficCounters."""
+    plan = Flood(rate_pps, duration_s, payload_size, addressing or Addressing()).validate()
+    return _run_flood(plan, sock_addr, stop or threading.Event())
+
+
+FLOOD_TEMPLATES = 256  # distinct prebuilt frames: building one per send would cap the rate
+
+
+def _run_flood(plan, sock_addr, stop):
+    frames = [plan.addressing.frame(FLOOD_BURST, i, plan.payload_size, i) for i in range(FLOOD_TEMPLATES)]
+    counters = TrafficCounters(target=f"{sock_addr[0]}:{sock_addr[1]}")
+    with _open(sock_addr) as sock:
+        counters.start = t0 = time.monotonic()
+        end = t0 + plan.duration_s
+        sent = 0
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            if stop.is_set():
+                counters.stopped_early = True
+                break
+            # Absolute schedule: frame n is due at t0 + n/rate; send everything due now, then sleep to the next.
+            due = FLOOD_TEMPLATES if plan.rate_pps is None else int((now - t0) * plan.rate_pps) + 1 - sent
+            for _ in range(max(due, 0)):
+                _send(sock, frames[sent % FLOOD_TEMPLATES], counters)
+                sent += 1
+            if plan.rate_pps is not None:
+                _sleep_until(min(t0 + sent / plan.rate_pps, end), stop)
+        counters.end = time.monotonic()
+    return counters
+
+
+class Sender(threading.Thread):
+    """Run a Burst or Flood plan in a thread; join() returns its counters (or raises its error)."""
+
+    def __init__(self, plan, sock_addr, stop=None, name=None):
+        super().__init__(name=name or f"traffic-{type(plan).__name__.lower()}-{sock_addr[1]}", daemon=True)
+        self.plan = plan.validate()
+        self.sock_addr = _check_addr(sock_addr)
+        self.stop_event = stop or threading.Event()
+        self.counters = None
+        self.error = None
+
+    def run(self):
+        try:
+            runner = _run_bursts if isinstance(self.plan, Burst) else _run_flood
+            self.counters = runner(self.plan, self.sock_addr, self.stop_event)
+        except BaseException as exc:  # handed to join(): a thread must not die silently
+            self.error = exc
+
+    def stop(self):
+        self.stop_event.set()
+
+    def join(self, timeout=None):
+        super().join(timeout)
+        if self.is_alive():
+            raise TrafficError(f"{self.name} still running after {timeout}s")
+        if self.error is not None:
+            raise TrafficError(f"{self.name} failed: {self.error}") from self.error
+        return self.counters
+
+
+# ---------------------------------------------------------------- sink
+
+@dataclass
+class SinkCounters:
+    frames: int = 0
+    bytes: int = 0
+    by_ethertype: dict = field(default_factory=dict)  # 'arp' / 'ipv4' / 'ipv6' / '0x....' -> count
+
+    def as_dict(self):
+        return {"frames": self.frames, "bytes": self.bytes, "by_ethertype": dict(self.by_ethertype)}
+
+
+ETHERTYPE_NAMES = {ETH_P_IP: "ipv4", ETH_P_ARP: "arp", ETH_P_IPV6: "ipv6"}
+
+
+class Sink:
+    """Counts frames a guest sends: QEMU sends them to 127.0.0.1:<port+1>. A context manager."""
+
+    def __init__(self, port):
+        self.addr = _check_addr((LOOPBACK, port))
+        self.counters = SinkCounters()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self._sock.bind(self.addr)
+        except OSError as exc:
+            self._sock.close()
+            raise TrafficError(f"cannot listen on {LOOPBACK}:{port} for guest frames: {exc.strerror}") from None
+        self._thread = threading.Thread(target=self._loop, name=f"sink-{port}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _loop(self):
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._sock], [], [], 0.05)  # wakes up to notice close()
+            if ready:
+                self._count(self._sock.recv(65536))
+
+    def _count(self, frame):
+        kind = "runt"
+        if len(frame) >= ETH_HLEN:
+            (ethertype,) = struct.unpack_from("!H", frame, 12)
+            kind = ETHERTYPE_NAMES.get(ethertype, f"0x{ethertype:04x}")
+        with self._lock:
+            self.counters.frames += 1
+            self.counters.bytes += len(frame)
+            self.counters.by_ethertype[kind] = self.counters.by_ethertype.get(kind, 0) + 1
+
+    def snapshot(self):
+        with self._lock:
+            return SinkCounters(self.counters.frames, self.counters.bytes, dict(self.counters.by_ethertype))
+
+    def close(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._sock.close()
+        return self.snapshot()
