@@ -37,7 +37,8 @@ class Bundle:
         self.dir = self.results_dir / f".{self.run_id}.partial"
         self.config = self.dir / "config"
         self.logs = self.dir / "logs"
-        for d in (self.config, self.logs):
+        self.raw = self.dir / "raw"  # dom0 writes here directly (virtio-9p share)
+        for d in (self.config, self.logs, self.raw):
             d.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
 

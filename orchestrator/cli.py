@@ -44,7 +44,8 @@ def _planned_paths(s, folder):
     folder = Path(folder).resolve()
     return imgs, render.RunPaths(xen=str(imgs.xen), kernel=str(imgs.kernel), dom0_initrd=str(folder / "dom0-initrd"),
                                  serial_socket=str(folder / "serial.sock"), serial_log=str(folder / "console.log"),
-                                 qmp_socket=str(folder / "qmp.sock"), qga_socket=str(folder / "qga.sock"))
+                                 qmp_socket=str(folder / "qmp.sock"), qga_socket=str(folder / "qga.sock"),
+                                 share_dir=str(folder / "share"))
 
 
 def _hand_accel(s):
@@ -59,6 +60,7 @@ def cmd_render(args):
     imgs, paths = _planned_paths(s, folder)
     files = render.render_all(s, paths, _hand_accel(s))
     render.write_all(files, folder)
+    Path(paths.share_dir).mkdir(exist_ok=True)
     out.print(f"rendered {len(files)} files of scenario {s.name} into {folder}/")
     if all(d.exists() for d in imgs.dirs.values()):
         write_dom0_initrd(paths.dom0_initrd, imgs, overlay(s, imgs, files))

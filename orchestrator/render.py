@@ -14,6 +14,8 @@ import jinja2
 
 TEMPLATES = Path(__file__).parent / "templates"
 QGA_PORT = "org.qemu.guest_agent.0"
+SHARE_TAG = "testbed"
+SHARE_MOUNT = "/mnt/testbed"  # where dom0 mounts the host share
 BRIDGE = "xenbr0"
 # Where dom0 finds the guests' kernel, initrd and configs (put there by the overlay cpio).
 GUEST_DIR = "/boot/guest"
@@ -31,6 +33,7 @@ class RunPaths:
     serial_log: str
     qmp_socket: str
     qga_socket: str
+    share_dir: str  # host folder dom0 mounts over virtio-9p (bulk data: traces, guest dumps)
 
 
 def shquote(value):
@@ -71,17 +74,17 @@ def dom0_cmdline(s):
 
 def qemu_argv(s, paths, accel):
     """The QEMU command as a list. `accel` is the resolved accelerator: 'tcg' or 'kvm'."""
-    for p in (paths.xen, paths.kernel, paths.dom0_initrd):
-        if " " in str(p):
-            raise ValueError(f"image path {p!r} contains a space; QEMU's -initrd cannot carry it")
-    text = _render("qemu-argv.j2", s=s, paths=paths, accel=accel, qga_port=QGA_PORT,
+    for p in (paths.xen, paths.kernel, paths.dom0_initrd, paths.share_dir, paths.serial_log):
+        if " " in str(p) or "," in str(p):
+            raise ValueError(f"path {p!r} contains a space or a comma; QEMU's options cannot carry it")
+    text = _render("qemu-argv.j2", s=s, paths=paths, accel=accel, qga_port=QGA_PORT, share_tag=SHARE_TAG,
                    xen_cmdline=xen_cmdline(s), dom0_cmdline=dom0_cmdline(s))
     return [line for line in text.splitlines() if line]
 
 
 def dom0_init(s):
     shared = s.load_guest.nic_mode == "shared"
-    return _render("dom0-init.sh.j2", bridge=BRIDGE, qga_port=QGA_PORT,
+    return _render("dom0-init.sh.j2", bridge=BRIDGE, qga_port=QGA_PORT, share_tag=SHARE_TAG, share_mount=SHARE_MOUNT,
                    load_nic_mac=s.nics.load.mac if shared else "")
 
 

@@ -22,10 +22,11 @@ class Workdir:
     """Short-lived files of one boot: sockets (short paths: unix sockets allow 107 bytes) and dom0's initrd."""
     path: Path
 
-    def paths(self, imgs, serial_log):
+    def paths(self, imgs, serial_log, share_dir):
         return render.RunPaths(xen=str(imgs.xen), kernel=str(imgs.kernel), dom0_initrd=str(self.path / "dom0-initrd"),
                                serial_socket=str(self.path / "serial.sock"), serial_log=str(serial_log),
-                               qmp_socket=str(self.path / "qmp.sock"), qga_socket=str(self.path / "qga.sock"))
+                               qmp_socket=str(self.path / "qmp.sock"), qga_socket=str(self.path / "qga.sock"),
+                               share_dir=str(share_dir))
 
 
 def overlay(s, imgs, files):
@@ -49,9 +50,10 @@ def write_dom0_initrd(target, imgs, overlay_bytes):
         out.write(overlay_bytes)
 
 
-def prepare(s, imgs, work, accel, config_dir, serial_log):
+def prepare(s, imgs, work, accel, config_dir, serial_log, share_dir):
     """Render every file, write them to config_dir and build dom0's initrd; -> (argv, paths)."""
-    paths = work.paths(imgs, serial_log)
+    Path(share_dir).mkdir(parents=True, exist_ok=True)
+    paths = work.paths(imgs, serial_log, share_dir)
     files = render.render_all(s, paths, accel)
     render.write_all(files, config_dir)
     write_dom0_initrd(paths.dom0_initrd, imgs, overlay(s, imgs, files))
@@ -107,7 +109,8 @@ def probe_kvm(s, imgs, verdicts, logs, say):
     with tempfile.TemporaryDirectory(prefix="testbed-kvm-", dir="/tmp") as tmp:
         probe_logs = logs / "kvm-probe"
         probe_logs.mkdir(parents=True, exist_ok=True)
-        argv, paths = prepare(s, imgs, Workdir(Path(tmp)), "kvm", probe_logs, probe_logs / "console.log")
+        argv, paths = prepare(s, imgs, Workdir(Path(tmp)), "kvm", probe_logs, probe_logs / "console.log",
+                              Path(tmp) / "share")
         runner = StageRunner()
         try:
             machine, console, agent = boot_stack(s, argv, paths, probe_logs, runner, upto="dom0_ready")
@@ -145,7 +148,7 @@ def run(scenario_file, s, results_dir, say):
                 accel, notice = probe_kvm(s, imgs, KvmVerdicts(images.CACHE / "kvm-verdicts.json"), b.logs, say)
             say(f"accelerator: {notice}")
             manifest["accelerator"] = {"requested": s.machine.accel, "used": accel, "why": notice}
-            argv, paths = prepare(s, imgs, work, accel, b.config, b.logs / "console.log")
+            argv, paths = prepare(s, imgs, work, accel, b.config, b.logs / "console.log", b.raw)
             manifest["qemu_argv"] = argv
             st.detail = f"{accel}; {len(argv)} QEMU arguments"
         machine, console, agent = boot_stack(s, argv, paths, b.logs, runner)

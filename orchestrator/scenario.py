@@ -18,7 +18,7 @@ NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
 XEN_OPTION_RE = r"^[A-Za-z0-9_.,:=+/-]+$"  # one token on Xen's command line, no quoting needed
 # q35 slots the testbed already uses: host bridge, VGA, virtio-serial (guest agent), ICH9 LPC.
 RESERVED_PCI_SLOTS = {0: "the host bridge", 1: "the VGA slot", 16: "the guest agent's virtio-serial",
-                      31: "the ICH9 LPC/SATA/SMBus functions"}
+                      17: "the virtio-9p host share", 31: "the ICH9 LPC/SATA/SMBus functions"}
 
 
 def spec(choices=None, min=None, max=None, pattern=None, doc=""):
@@ -96,6 +96,23 @@ class Timeouts:
     rt_guest: int = field(metadata=spec(min=1, max=3600))
     load_guest: int = field(metadata=spec(min=1, max=3600))
     shutdown: int = field(metadata=spec(min=1, max=3600))
+    measure: int = field(metadata=spec(min=1, max=36000, doc="the whole measurement, traffic included"))
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The paper's procedure: bursts on the measured NIC, optionally a flood on the load NIC."""
+    enabled: bool = field(metadata=spec())
+    bursts: int = field(metadata=spec(min=1, max=100000))
+    frames_per_burst: int = field(metadata=spec(min=1, max=65536))
+    period_ms: int = field(metadata=spec(min=1, max=60000))
+    payload_bytes: int = field(metadata=spec(min=18, max=1472))
+    load: bool = field(metadata=spec(doc="flood the load NIC during the bursts"))
+    load_rate_pps: Optional[int] = field(metadata=spec(min=1, max=10000000, doc="null: unthrottled"))
+    settle_s: int = field(metadata=spec(min=0, max=600, doc="quiet time after the last burst"))
+    min_samples: int = field(metadata=spec(min=1, max=10000000))
+    max_unpaired_pct: float = field(metadata=spec(min=0, max=100))
+    guest_upcall_stamp: bool = field(metadata=spec())
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,7 @@ class Scenario:
     rt_guest: RtGuest
     load_guest: LoadGuest
     timeouts: Timeouts
+    measurement: Measurement
     source: str = ""
 
     def as_dict(self):
@@ -275,8 +293,9 @@ def _convert(hint, meta, value, path, where, problems):
 
 
 def _scalar(hint, meta, value, path, where, problems):
-    kinds = {int: "an integer", str: "a string", bool: "true or false"}
-    ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    kinds = {int: "an integer", str: "a string", bool: "true or false", float: "a number"}
+    accepted = (int, float) if hint is float else hint
+    ok = isinstance(value, accepted) and not (hint in (int, float) and isinstance(value, bool))
     if not ok:
         hint_text = "; quote it (YAML reads unquoted 52:54:... or 1e3 as a number)" if hint is str else ""
         problems.append(Problem(where, path, f"expected {kinds[hint]}, got {_show(value)}{hint_text}"))
@@ -285,7 +304,7 @@ def _scalar(hint, meta, value, path, where, problems):
         problems.append(Problem(where, path, f"{value!r} is not allowed; choose one of: {', '.join(meta['choices'])}"))
         return _BAD
     lo, hi = meta.get("min"), meta.get("max")
-    if hint is int and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+    if hint in (int, float) and ((lo is not None and value < lo) or (hi is not None and value > hi)):
         extra = f" ({meta['doc']})" if meta.get("doc") else ""
         problems.append(Problem(where, path, f"{value} is out of range {lo}..{hi}{extra}"))
         return _BAD

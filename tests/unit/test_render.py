@@ -12,7 +12,7 @@ GOLDEN = ROOT / "tests" / "golden" / "boot-stock"
 PATHS = render.RunPaths(xen="/images/xen-stock/xen", kernel="/images/kernel/vmlinuz",
                         dom0_initrd="/run/testbed/dom0-initrd", serial_socket="/run/testbed/serial.sock",
                         serial_log="/results/run/logs/console.log", qmp_socket="/run/testbed/qmp.sock",
-                        qga_socket="/run/testbed/qga.sock")
+                        qga_socket="/run/testbed/qga.sock", share_dir="/results/run/raw")
 
 
 def _default():
@@ -90,5 +90,5 @@ def test_dom0_init_quotes_values_for_the_shell():
 
 def test_paths_with_spaces_are_refused():
     bad = render.RunPaths(**{**PATHS.__dict__, "kernel": "/my images/vmlinuz"})
-    with pytest.raises(ValueError, match="contains a space"):
+    with pytest.raises(ValueError, match="contains a space or a comma"):
         render.qemu_argv(_default(), bad, "tcg")

@@ -10,6 +10,8 @@
 BRIDGE=xenbr0
 LOAD_NIC_MAC=52:54:00:12:34:02
 QGA_PORT=org.qemu.guest_agent.0
+SHARE_TAG=testbed
+SHARE_MOUNT=/mnt/testbed
 
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -66,6 +68,16 @@ step "loading bridge and virtio console modules"
 for m in bridge virtio_pci virtio_console; do
     modprobe "$m" || warn "modprobe $m failed"
 done
+
+# The host's run folder over virtio-9p: bulk data (traces, guest dumps) goes
+# straight to the host instead of through the guest agent's base64 replies.
+step "mounting the host share $SHARE_TAG on $SHARE_MOUNT"
+for m in 9pnet_virtio 9p; do
+    modprobe "$m" || warn "modprobe $m failed"
+done
+mkdir -p "$SHARE_MOUNT"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 "$SHARE_TAG" "$SHARE_MOUNT" \
+    || warn "mount of the host share $SHARE_TAG failed"
 
 # The xen tools live in /usr/lib/xen-<major>.<minor>/bin (Debian); the
 # /usr/sbin wrappers pick the directory from /sys/hypervisor/version.

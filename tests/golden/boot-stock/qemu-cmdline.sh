@@ -23,6 +23,8 @@ qemu-system-x86_64 \
   -device virtio-serial-pci,id=vser0,addr=0x10 \
   -chardev socket,id=qga0,path=/run/testbed/qga.sock,server=on,wait=off \
   -device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0 \
+  -fsdev local,id=share0,path=/results/run/raw,security_model=none \
+  -device virtio-9p-pci,fsdev=share0,mount_tag=testbed,addr=0x11 \
   -netdev socket,id=measured,udp=127.0.0.1:40011,localaddr=127.0.0.1:40010 \
   -device e1000e,netdev=measured,mac=52:54:00:12:34:01,addr=0x04 \
   -netdev socket,id=load,udp=127.0.0.1:40021,localaddr=127.0.0.1:40020 \

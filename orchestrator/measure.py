@@ -1,0 +1,175 @@
+"""Stage 6: the paper's procedure on the booted stack.
+
+xentrace in dom0 records our VMM stamp (full TSC at Xen's interrupt entry)
+straight into the host share; `rtagent` in the RT guest stamps its handler
+entries with ftrace (trace_clock x86-tsc); the host floods the load NIC and
+sends bursts to the measured NIC; afterwards both records and the counters
+of every NIC are taken off the machine. Analysis happens on the host.
+"""
+
+import re
+import shlex
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import render, traffic
+from .boot import GUEST_LOG, BootFailure
+
+XENTRACE_EVENTS = "0x00802000"  # the TRC_HW_IRQ class: our TRC_NATSUME_IRQ_ENTRY is in it
+TRACE_FILE = "xentrace.bin"
+GUEST_DUMP = "rt-guest-dump.log"
+
+
+class MeasureError(BootFailure):
+    pass
+
+
+@dataclass
+class MeasureRecords:
+    """Where the raw records are, and the counters around the measurement."""
+    trace_path: Path
+    guest_dump_path: Path
+    traffic: dict = field(default_factory=dict)
+    counters_before: dict = field(default_factory=dict)
+    counters_after: dict = field(default_factory=dict)
+    tsc_khz: int = 0
+    rt_domid: int = 0
+
+
+class GuestConsole:
+    """A guest's console shell, typed into from dom0 through the pty xenconsoled
+    holds for it, and read back from the log xenconsoled keeps."""
+
+    def __init__(self, agent, name):
+        self.agent = agent
+        self.name = name
+        self.log = GUEST_LOG.format(name=name)
+
+    def size(self):
+        out = self.agent.run(f"stat -c %s {shlex.quote(self.log)}", timeout=30).stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+    def send(self, line):
+        tty = f'"$(xenstore-read /local/domain/$(xl domid {shlex.quote(self.name)})/console/tty)"'
+        res = self.agent.run(f"printf '%s\\n' {shlex.quote(line)} > {tty}", timeout=30)
+        if not res.ok:
+            raise MeasureError(f"cannot type into {self.name}'s console: {res.stderr.strip()}")
+
+    def read_from(self, offset):
+        return self.agent.run(f"tail -c +{offset + 1} {shlex.quote(self.log)}", timeout=60).stdout
+
+    def command(self, line, done, timeout, to_file=None):
+        """Type `line`, wait until regex `done` shows in the new console output; -> that output.
+        With `to_file` (a path in dom0, e.g. on the host share) the output is copied there
+        instead of through the agent, and read back on the host by the caller."""
+        start = self.size()
+        self.send(line)
+        new_output = f"tail -c +{start + 1} {shlex.quote(self.log)}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.agent.run(f"{new_output} | grep -qE {shlex.quote(done)}", timeout=60).ok:
+                if to_file:
+                    self.agent.run(f"{new_output} > {shlex.quote(to_file)}", timeout=120, check=True)
+                    return ""
+                return self.read_from(start)
+            time.sleep(0.5)
+        text = self.read_from(start)
+        raise MeasureError(f"{self.name}: `{line}` gave no /{done}/ within {timeout} s; it printed:\n"
+                           + "\n".join(text.splitlines()[-20:]))
+
+
+def dom0_counters(agent):
+    """Per-interface packet counters in dom0 (its e1000 is the load NIC; vifN.0 feeds the load guest)."""
+    out = agent.run("for i in /sys/class/net/*; do n=${i##*/}; printf '%s' $n; "
+                    "for c in rx_packets rx_dropped rx_missed_errors tx_packets tx_dropped; do "
+                    "printf ' %s=%s' $c $(cat $i/statistics/$c); done; echo; done", timeout=30).stdout
+    table = {}
+    for line in out.splitlines():
+        name, *pairs = line.split()
+        table[name] = {k: int(v) for k, v in (p.split("=") for p in pairs) if v.isdigit()}
+    return table
+
+
+def guest_counters(console):
+    """rtagent's counters line: `RTAGENT-COUNTERS key=value ...`."""
+    text = console.command("rtagent counters", r"^RTAGENT-COUNTERS ", 60)
+    line = re.search(r"^RTAGENT-COUNTERS (.*)$", text, re.M).group(1)
+    return dict(p.split("=", 1) for p in line.split() if "=" in p)
+
+
+def tsc_khz(agent):
+    """The TSC frequency Xen measured at boot, from its log."""
+    log = agent.run("xl dmesg", timeout=60).stdout
+    m = re.search(r"Detected (\d+)\.(\d+) MHz processor", log)
+    if not m:
+        raise MeasureError("Xen's log has no 'Detected N MHz processor' line: cannot convert cycles to ns")
+    return int(m.group(1)) * 1000 + int(m.group(2).ljust(3, "0")[:3])
+
+
+def start_xentrace(agent, share_mount):
+    """xentrace in the background, writing into the host share; -> its pid."""
+    cmd = (f"setsid xentrace -D -e {XENTRACE_EVENTS} -S 256 {share_mount}/{TRACE_FILE} "
+           f"</dev/null >{share_mount}/xentrace.log 2>&1 & echo $!")
+    pid = agent.run(cmd, timeout=30, check=True).stdout.strip()
+    time.sleep(1)
+    if not agent.run(f"kill -0 {pid}", timeout=30).ok:
+        log = agent.run(f"cat {share_mount}/xentrace.log", timeout=30).stdout
+        raise MeasureError(f"xentrace exited at once:\n{log}")
+    return pid
+
+
+def stop_xentrace(agent, pid, timeout=60):
+    agent.run(f"kill -INT {pid}", timeout=30)
+    deadline = time.monotonic() + timeout
+    while agent.run(f"kill -0 {pid}", timeout=30).ok:
+        if time.monotonic() > deadline:
+            raise MeasureError(f"xentrace (pid {pid}) did not stop within {timeout} s of SIGINT")
+        time.sleep(0.5)
+
+
+def send_traffic(s, say):
+    """The flood (if any) around the bursts, both from host threads; -> counters as dicts."""
+    m = s.measurement
+    stop = threading.Event()
+    flood = None
+    if m.load:
+        duration = m.bursts * m.period_ms / 1000 + 10
+        flood = traffic.Sender(traffic.Flood(rate_pps=m.load_rate_pps, duration_s=duration,
+                                             payload_size=m.payload_bytes),
+                               ("127.0.0.1", s.nics.load.udp_port), stop=stop)
+        flood.start()
+        time.sleep(1)  # the load is established before the first burst
+    say(f"sending {m.bursts} bursts of {m.frames_per_burst} frames every {m.period_ms} ms"
+        + (" while flooding the load NIC" if m.load else " (no load)"))
+    bursts = traffic.send_bursts(("127.0.0.1", s.nics.measured.udp_port), m.frames_per_burst,
+                                 m.period_ms / 1000, m.bursts, payload_size=m.payload_bytes)
+    result = {"measured": bursts.as_dict()}
+    if flood is not None:
+        stop.set()
+        result["load"] = flood.join(30).as_dict()
+    return result
+
+
+def measure(agent, s, share_dir, say):
+    """Run the procedure; -> MeasureRecords (raw files land in share_dir)."""
+    share_dir = Path(share_dir)
+    rt = GuestConsole(agent, s.rt_guest.name)
+    rec = MeasureRecords(trace_path=share_dir / TRACE_FILE, guest_dump_path=share_dir / GUEST_DUMP)
+    rec.tsc_khz = tsc_khz(agent)
+    rec.rt_domid = int(agent.run(f"xl domid {shlex.quote(s.rt_guest.name)}", timeout=30, check=True).stdout)
+    rec.counters_before = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
+    upcall = " --upcall" if s.measurement.guest_upcall_stamp else ""
+    rt.command(f"rtagent start{upcall}", r"^RTAGENT-STARTED", 60)
+    pid = start_xentrace(agent, render.SHARE_MOUNT)
+    try:
+        rec.traffic = send_traffic(s, say)
+        time.sleep(s.measurement.settle_s)
+    finally:
+        stop_xentrace(agent, pid)
+        rt.command("rtagent stop", r"^RTAGENT-STOPPED", 60)
+    rec.counters_after = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
+    rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.measure,
+               to_file=f"{render.SHARE_MOUNT}/{GUEST_DUMP}")
+    return rec
