@@ -1,6 +1,7 @@
 """The `testbed` command (also `python -m orchestrator`). Only wiring lives here."""
 
 import argparse
+import json
 import shlex
 import signal
 import sys
@@ -99,19 +100,43 @@ def cmd_run(args):
     signal.signal(signal.SIGTERM, _interrupt)
     out.rule(f"natsume-testbed: scenario {s.name}")
     out.print(s.description)
-    code, final, tar, runner, error = run(args.file, s, args.results, out.print)
-    table = Table(title=f"stages of {final.name}")
+    outcome = run(args.file, s, args.results, out.print)
+    table = Table(title=f"stages of {outcome.bundle.name}")
     for col in ("stage", "status", "seconds", "detail"):
         table.add_column(col, justify="right" if col == "seconds" else "left")
     colors = {"passed": "green", "failed": "red", "skipped": "dim"}
-    for r in runner.results:
+    for r in outcome.runner.results:
         table.add_row(r.name, f"[{colors[r.status]}]{r.status}[/]", f"{r.seconds:.1f}", r.detail[:80])
     out.print(table)
-    if error is not None:
-        err.print(f"[red]run failed[/red] at stage [bold]{runner.failed_stage()}[/bold]:")
-        err.print(str(error), markup=False)
-    out.print(f"bundle: {final}\narchive: {tar}\nexit code: {code}")
-    return code
+    _print_measurement(outcome.bundle)
+    for c in outcome.checks:
+        mark = "[green]ok[/green]" if c["ok"] else "[red]FAILED[/red]"
+        out.print(f"check {c['name']:<20} {mark}  {c['detail']}")
+    if outcome.error is not None:
+        err.print(f"[red]run failed[/red] at stage [bold]{outcome.runner.failed_stage()}[/bold]:")
+        err.print(str(outcome.error), markup=False)
+    out.print(f"bundle: {outcome.bundle}\narchive: {outcome.archive}\nexit code: {outcome.code}")
+    return outcome.code
+
+
+def _print_measurement(bundle_dir):
+    """The one-screen summary of a measurement: latency statistics and traffic counts."""
+    path = bundle_dir / "summary.json"
+    if not path.exists():
+        return
+    summary = json.loads(path.read_text())
+    lat = summary["latency_ns"]
+    table = Table(title=f"interrupt latency, {summary['scenario']} (emulated time, {summary['accelerator']})")
+    for col in ("n", "min", "mean", "median", "p90", "p99", "p999", "max", "stddev"):
+        table.add_column(col + ("" if col == "n" else " µs"), justify="right")
+    table.add_row(*[("–" if lat[k] is None else str(lat[k]) if k == "n" else f"{lat[k] / 1000:.2f}")
+                    for k in ("n", "min", "mean", "median", "p90", "p99", "p999", "max", "stddev")])
+    out.print(table)
+    out.print(f"paired {summary['paired']}, unpaired VMM {summary['unpaired_vmm']}, guest {summary['unpaired_guest']}"
+              f" ({100 * summary['unpaired_fraction']:.2f} %); irq mode in guest: {summary['irq_mode_guest']}")
+    for name, c in summary["traffic"].items():
+        out.print(f"traffic {name}: sent {c['frames']} frames, {c['send_errors']} send errors")
+    out.print(f"[dim]{summary['note']}[/dim]")
 
 
 def build_parser():

@@ -36,6 +36,8 @@ class MeasureRecords:
     counters_after: dict = field(default_factory=dict)
     tsc_khz: int = 0
     rt_domid: int = 0
+    xen_irq_table: str = ""  # Xen's `i` debug-key dump, taken after the guests bound their IRQs
+    guest_irq_mode: str = "unknown"  # what the RT guest reported: msi, msix or intx
 
 
 class GuestConsole:
@@ -108,6 +110,27 @@ def tsc_khz(agent):
     return int(m.group(1)) * 1000 + int(m.group(2).ljust(3, "0")[:3])
 
 
+def xen_irq_table(agent):
+    """Xen's IRQ table (debug key `i`), the last dump in its console ring."""
+    text = agent.run("xl debug-keys i; xl dmesg", timeout=60, check=True).stdout
+    return text[text.rfind("IRQ information"):] if "IRQ information" in text else text
+
+
+SYSINFO = {
+    "dom0-interrupts.txt": "cat /proc/interrupts",
+    "xen-irqs.txt": "xl debug-keys i; xl dmesg | tail -n 80",
+    "xl-list.txt": "xl list",
+}
+
+
+def sysinfo(agent, rt, folder):
+    """Snapshot of interrupt state in dom0, Xen and the RT guest (avocado's sysinfo)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, command in SYSINFO.items():
+        (folder / name).write_text(agent.run(command, timeout=60).stdout)
+    (folder / "rt-guest-interrupts.txt").write_text(rt.command("rtagent sysinfo", r"^RTAGENT-SYSINFO-END", 60))
+
+
 def start_xentrace(agent, share_mount):
     """xentrace in the background, writing into the host share; -> its pid."""
     cmd = (f"setsid xentrace -D -e {XENTRACE_EVENTS} -S 256 {share_mount}/{TRACE_FILE} "
@@ -155,10 +178,17 @@ def send_traffic(s, say):
 def measure(agent, s, share_dir, say):
     """Run the procedure; -> MeasureRecords (raw files land in share_dir)."""
     share_dir = Path(share_dir)
+    agent.run(f"echo ok > {render.SHARE_MOUNT}/.share-check", timeout=30)
+    if not (share_dir / ".share-check").exists():
+        raise MeasureError(f"dom0 cannot write the host share ({render.SHARE_MOUNT} -> {share_dir})")
     rt = GuestConsole(agent, s.rt_guest.name)
     rec = MeasureRecords(trace_path=share_dir / TRACE_FILE, guest_dump_path=share_dir / GUEST_DUMP)
     rec.tsc_khz = tsc_khz(agent)
     rec.rt_domid = int(agent.run(f"xl domid {shlex.quote(s.rt_guest.name)}", timeout=30, check=True).stdout)
+    mode = re.search(r"TESTBED-IRQMODE \S+ (\S+)", agent.run(f"cat {rt.log}", timeout=60).stdout)
+    rec.guest_irq_mode = mode.group(1) if mode else "unknown"
+    rec.xen_irq_table = xen_irq_table(agent)
+    sysinfo(agent, rt, share_dir / "sysinfo-before")
     rec.counters_before = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
     upcall = " --upcall" if s.measurement.guest_upcall_stamp else ""
     rt.command(f"rtagent start{upcall}", r"^RTAGENT-STARTED", 60)
@@ -170,6 +200,7 @@ def measure(agent, s, share_dir, say):
         stop_xentrace(agent, pid)
         rt.command("rtagent stop", r"^RTAGENT-STOPPED", 60)
     rec.counters_after = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
+    sysinfo(agent, rt, share_dir / "sysinfo-after")
     rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.measure,
                to_file=f"{render.SHARE_MOUNT}/{GUEST_DUMP}")
     return rec

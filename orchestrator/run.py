@@ -7,14 +7,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import boot, bundle, cpio, images, render
+from . import boot, bundle, cpio, evaluate, images, measure, render, report
 from .agent import GuestAgent
 from .console import SerialConsole
-from .errors import EXIT_INFRA, EXIT_OK, StageError, TestbedError
+from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, StageError, TestbedError
 from .machine import KvmVerdicts, Machine, choose_accel
 from .stages import StageRunner
 
-ALL_STAGES = ("images", "render", *boot.STAGES)
+BOOT_STAGES = ("images", "render", "qemu_up", "xen_banner", "iommu", "dom0_ready", "toolstack", "rt_guest",
+               "load_guest")
+MEASURE_STAGES = ("measure", "evaluate")
+END_STAGES = ("collect", "shutdown")
+
+
+def stage_names(s):
+    return BOOT_STAGES + (MEASURE_STAGES if s.measurement.enabled else ()) + END_STAGES
 
 
 @dataclass
@@ -125,8 +132,18 @@ def probe_kvm(s, imgs, verdicts, logs, say):
             return "tcg", f"TCG: KVM does not boot Xen on this host ({why})"
 
 
+@dataclass
+class Outcome:
+    code: int  # EXIT_OK, EXIT_MEASUREMENT_FAILED or EXIT_INFRA
+    bundle: Path
+    archive: Path
+    runner: StageRunner
+    error: Exception = None  # the StageError that ended the run, if one did
+    checks: list = None  # the measurement's checks (empty without a measurement)
+
+
 def run(scenario_file, s, results_dir, say):
-    """Run one scenario; always leaves a bundle. -> (exit code, bundle dir, tarball, runner)."""
+    """Run one scenario; always leaves a bundle. -> Outcome."""
     b = bundle.Bundle(results_dir, s.name)
     runner = StageRunner(report=lambda r: say(_stage_line(r)))
     manifest = {"scenario": s.as_dict(), "scenario_file": str(scenario_file), "status": "running",
@@ -136,6 +153,7 @@ def run(scenario_file, s, results_dir, say):
     work = Workdir(Path(tempfile.mkdtemp(prefix="testbed-", dir="/tmp")))
     machine = agent = console = None
     error = None
+    checks = []
     try:
         with runner.stage("images") as st:
             imgs = images.ensure(s.hypervisor.variant, progress=say)
@@ -152,6 +170,15 @@ def run(scenario_file, s, results_dir, say):
             manifest["qemu_argv"] = argv
             st.detail = f"{accel}; {len(argv)} QEMU arguments"
         machine, console, agent = boot_stack(s, argv, paths, b.logs, runner)
+        if s.measurement.enabled:
+            with runner.stage("measure") as st:
+                records = measure.measure(agent, s, b.raw, say)
+                st.detail = f"traffic sent: {_traffic_line(records.traffic)}"
+            with runner.stage("evaluate") as st:
+                summary, checks = evaluate.evaluate(s, records, b.dir, accel)
+                manifest["summary"] = {k: summary[k] for k in ("paired", "unpaired_fraction", "latency_ns")}
+                st.detail = f"{summary['paired']} paired samples; " + ", ".join(
+                    f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in checks)
         with runner.stage("collect") as st:
             st.detail = boot.collect(agent, s, b.logs)
         with runner.stage("shutdown") as st:
@@ -165,12 +192,21 @@ def run(scenario_file, s, results_dir, say):
             if part is not None:
                 (part.shutdown if isinstance(part, Machine) else part.close)()
         shutil.rmtree(work.path, ignore_errors=True)
-        runner.skip_rest(ALL_STAGES)
-        code = EXIT_OK if error is None and runner.passed else EXIT_INFRA
-        manifest.update(status="passed" if code == EXIT_OK else "failed", exit_code=code,
-                        failed_stage=runner.failed_stage(), error=str(error) if error else None)
+        runner.skip_rest(stage_names(s))
+        failed_checks = [c["name"] for c in checks if not c["ok"]]
+        code = EXIT_INFRA if error is not None or not runner.passed else (
+            EXIT_MEASUREMENT_FAILED if failed_checks else EXIT_OK)
+        manifest.update(status={EXIT_OK: "passed", EXIT_MEASUREMENT_FAILED: "measurement failed"}.get(code, "failed"),
+                        exit_code=code, failed_stage=runner.failed_stage(), failed_checks=failed_checks,
+                        error=str(error) if error else None)
+        report.junit(b.dir / "junit.xml", f"testbed.{s.name}", runner.results, checks)
         final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"]))
-    return code, final, tar, runner, error
+    return Outcome(code, final, tar, runner, error, checks)
+
+
+def _traffic_line(t):
+    parts = [f"{name} {c['frames']} frames ({c['send_errors']} send errors)" for name, c in t.items()]
+    return "; ".join(parts)
 
 
 def _stage_line(r):

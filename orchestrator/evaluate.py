@@ -1,0 +1,110 @@
+"""Stage 7: from raw records to samples, statistics, checks and plots.
+
+Reads what `measure` left in the bundle's raw/ folder; writes samples.csv,
+summary.json, the PNG plots and the list of checks that decide exit code 1.
+"""
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from . import analysis, report, xentrace
+
+GUEST_IRQ_NAMES = ("eth0*",)  # the e1000e's vectors in the RT guest: eth0, eth0-rx-0, eth0-tx-0
+XEN_IRQ_LINE = re.compile(r"IRQ:\s*(\d+)\s+vec:([0-9a-f]+)\s+(\S+).*?\bd(\d+):\s*(\d+)\(")
+
+
+class InfraCheckFailed(Exception):
+    """A check that means the testbed, not the measurement, is wrong (e.g. no MSI)."""
+
+
+@dataclass
+class XenIrq:
+    irq: int
+    vector: int
+    kind: str  # e.g. PCI-MSI/-X, IO-APIC-level
+    domid: int
+    pirq: int
+
+
+def xen_guest_irqs(table_text, domid):
+    """Xen's IRQ table (`xl debug-keys i`) -> the IRQs bound to domain `domid`."""
+    out = []
+    for m in XEN_IRQ_LINE.finditer(table_text):
+        if int(m.group(4)) == domid:
+            out.append(XenIrq(int(m.group(1)), int(m.group(2), 16), m.group(3), domid, int(m.group(5))))
+    return out
+
+
+def map_irqs(vmm_counts, guest_counts):
+    """Guest Linux IRQ -> Xen IRQ, by activity rank: the guest cannot see its pirq numbers,
+    so the busiest guest vector is matched with the busiest Xen IRQ of the RT domain, and
+    so on. With one active vector on each side (MSI, or MSI-X rx only) it is exact."""
+    guest_ranked = [irq for irq, n in guest_counts.most_common() if n]
+    vmm_ranked = [irq for irq, n in vmm_counts.most_common() if n]
+    if len(guest_ranked) > len(vmm_ranked):
+        raise InfraCheckFailed(f"the RT guest saw interrupts on {len(guest_ranked)} vectors but Xen delivered "
+                               f"only {len(vmm_ranked)} of its IRQs: {dict(guest_counts)} vs {dict(vmm_counts)}")
+    return dict(zip(guest_ranked, vmm_ranked)), ("exact: one active vector on each side" if len(guest_ranked) == 1
+                                                 else "by activity rank")
+
+
+def dump_body(text, source):
+    """The ftrace lines between rtagent's markers (the console also echoes the command)."""
+    begin, end = text.find("RTAGENT-DUMP-BEGIN"), text.find("RTAGENT-DUMP-END")
+    if begin < 0 or end < 0:
+        raise analysis.AnalysisError(f"{source}: rtagent's dump markers are missing: the dump is incomplete")
+    return text[text.index("\n", begin) + 1:end]
+
+
+def check(name, ok, detail):
+    return {"name": name, "ok": bool(ok), "detail": detail}
+
+
+def evaluate(s, rec, out_dir, accel):
+    """-> (summary dict, checks list). Raises InfraCheckFailed when MSI is not in use."""
+    trace = xentrace.read_trace(rec.trace_path, allow_truncated=True)
+    lost = xentrace.lost_records(trace.records)
+    rt_irqs = xen_guest_irqs(rec.xen_irq_table, rec.rt_domid)
+    if not rt_irqs:
+        raise InfraCheckFailed(f"Xen's IRQ table shows no IRQ bound to the RT guest (domain {rec.rt_domid})")
+    if not all("MSI" in x.kind for x in rt_irqs):
+        raise InfraCheckFailed("the RT guest's device interrupts are not message-signalled in Xen: "
+                               + ", ".join(f"IRQ {x.irq} {x.kind}" for x in rt_irqs))
+    rt_irq_numbers = {x.irq for x in rt_irqs}
+    vmm = [v for v in xentrace.vmm_stamps(trace.records, str(rec.trace_path)) if v.irq in rt_irq_numbers]
+    body = dump_body(rec.guest_dump_path.read_text(errors="replace"), rec.guest_dump_path)
+    guest = analysis.parse_ftrace(body, irq_names=GUEST_IRQ_NAMES, source=str(rec.guest_dump_path))
+    irq_map, how = map_irqs(Counter(v.irq for v in vmm), Counter(g.irq for g in guest.stamps))
+    pairing = analysis.pair(vmm, guest.stamps, rec.tsc_khz, irq_map=irq_map)
+    analysis.write_samples_csv(out_dir / "samples.csv", pairing.samples)
+    m = s.measurement
+    summary = {
+        "scenario": s.name, "variant": s.hypervisor.variant, "load": m.load, "accelerator": accel,
+        "note": report.EMULATION_NOTE.format(accel=accel), "tsc_khz": rec.tsc_khz,
+        "irq_mode_guest": rec.guest_irq_mode,
+        "xen_irqs_of_rt_guest": [x.__dict__ for x in rt_irqs], "irq_map": irq_map, "irq_map_method": how,
+        "vmm_stamps": len(vmm), "guest_stamps": len(guest.stamps), "guest_lines_cut_off": guest.cut_off,
+        "guest_lost_events": guest.lost_events, "trace_lost_records": lost,
+        "trace_truncated_at": trace.truncated_at, **analysis.summary(pairing),
+        "traffic": rec.traffic, "counters_before": rec.counters_before, "counters_after": rec.counters_after,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    latencies = [x.latency_ns for x in pairing.samples]
+    label = f"{s.hypervisor.variant}, load {'on' if m.load else 'off'}"
+    report.plot_histogram({label: latencies}, out_dir / "latency-histogram.png", f"{s.name}: interrupt latency")
+    report.plot_cdf({label: latencies}, out_dir / "latency-cdf.png", f"{s.name}: interrupt latency CDF")
+    unpaired_pct = 100 * pairing.unpaired_fraction
+    checks = [
+        check("enough_samples", len(pairing.samples) >= m.min_samples,
+              f"{len(pairing.samples)} paired samples (need ≥ {m.min_samples})"),
+        check("unpaired", unpaired_pct <= m.max_unpaired_pct,
+              f"{unpaired_pct:.2f} % unpaired (VMM {pairing.unpaired_vmm}, guest {pairing.unpaired_guest}; "
+              f"allowed ≤ {m.max_unpaired_pct} %)"),
+        check("positive_latencies", not pairing.nonpositive,
+              f"{len(pairing.nonpositive)} guest stamps at or before their VMM stamp"),
+        check("trace_complete", lost == 0 and trace.truncated_at is None and guest.lost_events == 0,
+              f"xentrace lost {lost} records, truncated at {trace.truncated_at}; ftrace lost {guest.lost_events}"),
+    ]
+    return summary, checks

@@ -1,0 +1,98 @@
+"""From raw records (a synthetic xentrace file and guest dump) to samples, summary, plots, checks."""
+
+import csv
+import dataclasses
+import json
+
+import pytest
+
+from orchestrator import evaluate, report, scenario
+from orchestrator.measure import MeasureRecords
+from orchestrator.stages import StageResult
+from tests.conftest import ROOT
+from tests.unit.test_xentrace import natsume, window
+
+IRQ_TABLE = """\
+(XEN) IRQ information:
+(XEN)    IRQ:   0 vec:f0 IO-APIC-edge      status=000 aff:{0}/{0} time.c#timer_interrupt()
+(XEN)    IRQ:  16 vec:38 IO-APIC-level     status=030 aff:{0}/{0-1} in-flight=0 d0: 16(---)
+(XEN)    IRQ:  29 vec:51 PCI-MSI/-X        status=030 aff:{1}/{1} in-flight=0 d1:151(---)
+(XEN)    IRQ:  30 vec:59 PCI-MSI/-X        status=030 aff:{1}/{1} in-flight=0 d1:150(---)
+"""
+FTRACE_HEAD = "# tracer: nop\n#\n"
+
+
+def _line(tsc, irq=40, name="eth0-rx-0"):
+    return f"          <idle>-0       [000] d.h1.  {tsc}: irq_handler_entry: irq={irq} name={name}\n"
+
+
+@pytest.fixture
+def s():
+    base = scenario.load(ROOT / "testbed.yaml", "load-on-stock")
+    return dataclasses.replace(base, measurement=dataclasses.replace(base.measurement, min_samples=3))
+
+
+def _records(tmp_path, vmm_tscs, guest_tscs, table=IRQ_TABLE):
+    trace = tmp_path / "xentrace.bin"
+    trace.write_bytes(window(1, *[natsume(0x51, 29, 1, t) for t in vmm_tscs])
+                      + window(0, natsume(0x38, 16, 0, 5)))  # the load NIC: not the RT guest's, ignored
+    dump = tmp_path / "dump.log"
+    dump.write_text("rtagent dump\nRTAGENT-DUMP-BEGIN\n" + FTRACE_HEAD + "".join(_line(t) for t in guest_tscs)
+                    + "RTAGENT-DUMP-END lines=3\n")
+    return MeasureRecords(trace_path=trace, guest_dump_path=dump, tsc_khz=1_000_000, rt_domid=1,
+                          xen_irq_table=table, guest_irq_mode="msix",
+                          traffic={"measured": {"frames": 3072, "send_errors": 0}})
+
+
+def test_xen_guest_irqs_parses_the_debug_key_dump():
+    irqs = evaluate.xen_guest_irqs(IRQ_TABLE, 1)
+    assert [(x.irq, x.vector, x.kind, x.pirq) for x in irqs] == [(29, 0x51, "PCI-MSI/-X", 151),
+                                                                 (30, 0x59, "PCI-MSI/-X", 150)]
+    assert [x.irq for x in evaluate.xen_guest_irqs(IRQ_TABLE, 0)] == [16]
+
+
+def test_irq_map_by_activity():
+    from collections import Counter
+    mapping, how = evaluate.map_irqs(Counter({29: 100, 30: 0}), Counter({40: 99}))
+    assert mapping == {40: 29} and how.startswith("exact")
+    with pytest.raises(evaluate.InfraCheckFailed, match="2 vectors"):
+        evaluate.map_irqs(Counter({29: 5}), Counter({40: 5, 41: 1}))
+
+
+def test_evaluate_writes_samples_summary_plots(tmp_path, s):
+    rec = _records(tmp_path, [1000, 3000, 5000], [1500, 3700, 5100])
+    summary, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
+    rows = list(csv.DictReader((tmp_path / "samples.csv").open()))
+    assert [int(r["latency_cycles"]) for r in rows] == [500, 700, 100]
+    assert float(rows[0]["latency_ns"]) == 500.0  # 1 GHz TSC
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["paired"] == 3 and saved["irq_map"] == {"40": 29} and saved["latency_ns"]["max"] == 700.0
+    assert "emulated time" in saved["note"]
+    assert {c["name"]: c["ok"] for c in checks} == {"enough_samples": True, "unpaired": True,
+                                                    "positive_latencies": True, "trace_complete": True}
+    for png in ("latency-histogram.png", "latency-cdf.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_too_few_and_unpaired_samples_fail_their_checks(tmp_path, s):
+    rec = _records(tmp_path, [1000, 3000, 5000, 7000], [1500])
+    _, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
+    failed = {c["name"]: c["detail"] for c in checks if not c["ok"]}
+    assert set(failed) == {"enough_samples", "unpaired"}
+    assert failed["unpaired"].startswith("75.00 % unpaired (VMM 3, guest 0")
+
+
+def test_no_msi_is_an_infrastructure_failure(tmp_path, s):
+    table = IRQ_TABLE.replace("PCI-MSI/-X", "IO-APIC-level")
+    rec = _records(tmp_path, [1000], [1500], table=table)
+    with pytest.raises(evaluate.InfraCheckFailed, match="not message-signalled"):
+        evaluate.evaluate(s, rec, tmp_path, "tcg")
+
+
+def test_junit_has_a_case_per_stage_and_check(tmp_path):
+    stages = [StageResult("images", "passed", 1.0, "cached"), StageResult("measure", "failed", 2.0, "boom"),
+              StageResult("collect", "skipped", 0.0)]
+    checks = [{"name": "unpaired", "ok": False, "detail": "5 % unpaired"}]
+    text = report.junit(tmp_path / "junit.xml", "testbed.x", stages, checks).read_text()
+    assert 'tests="4"' in text and 'failures="2"' in text and 'skipped="1"' in text
+    assert 'name="check.unpaired"' in text and "5 % unpaired" in text
