@@ -159,7 +159,7 @@ def build_parser():
         sp.add_argument("outdir", nargs="?", help="folder for run files (default: build/<scenario>)")
         sp.set_defaults(func=func)
     sp = sub.add_parser("images", help="build (or reuse) the images")
-    sp.add_argument("--variant", default="stock", choices=["stock"])
+    sp.add_argument("--variant", default="stock", choices=["stock", "natsume"])
     sp.set_defaults(func=cmd_images)
     return p
 

@@ -56,9 +56,18 @@ class Nics:
 
 
 @dataclass(frozen=True)
+class Natsume:
+    """The Natsume variant's switches (ignored by stock). Device = the measured NIC, pCPU = the RT guest's."""
+    preempt_evtchn: bool = field(metadata=spec(doc="step 5: the RT event is delivered before other pending work"))
+    idle: str = field(metadata=spec(choices=["halt", "poll"], doc="poll: the RT pCPU never halts in Xen's idle loop"))
+
+
+@dataclass(frozen=True)
 class Hypervisor:
-    variant: str = field(metadata=spec(choices=["stock"]))
+    variant: str = field(metadata=spec(choices=["stock", "natsume"]))
     options: typing.List[str] = field(metadata=spec(pattern=XEN_OPTION_RE))
+    trace_buffer_pages: int = field(metadata=spec(min=0, max=65536, doc="Xen trace buffer per pCPU (tbuf_size)"))
+    natsume: Natsume
 
 
 @dataclass(frozen=True)

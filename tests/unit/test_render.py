@@ -92,3 +92,13 @@ def test_paths_with_spaces_are_refused():
     bad = render.RunPaths(**{**PATHS.__dict__, "kernel": "/my images/vmlinuz"})
     with pytest.raises(ValueError, match="contains a space or a comma"):
         render.qemu_argv(_default(), bad, "tcg")
+
+
+def test_natsume_variant_renders_its_boot_option():
+    import dataclasses
+    s = _default()
+    hv = dataclasses.replace(s.hypervisor, variant="natsume",
+                             natsume=dataclasses.replace(s.hypervisor.natsume, preempt_evtchn=False, idle="poll"))
+    line = render.xen_cmdline(dataclasses.replace(s, hypervisor=hv))
+    assert " natsume=0000:00:04.0,cpu=1,no-preempt,idle=poll " in line
+    assert "natsume" not in render.xen_cmdline(s)
