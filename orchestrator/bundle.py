@@ -45,8 +45,9 @@ class Bundle:
     def write_json(self, name, data):
         (self.dir / name).write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
-    def finish(self, manifest, stages, reproducer):
-        """Write manifest, stage table and reproducer; rename into place; pack the tarball."""
+    def finish(self, manifest, stages, reproducer, pack=True):
+        """Write manifest, stage table and reproducer; rename into place; pack the tarball
+        (-> (folder, tarball or None))."""
         manifest = dict(manifest, run_id=self.run_id, finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         duration_s=round(time.time() - self.started, 1))
         self.write_json("manifest.json", manifest)
@@ -55,6 +56,8 @@ class Bundle:
         (self.dir / "reproducer.sh").write_text(reproducer)
         (self.dir / "reproducer.sh").chmod(0o755)
         os.replace(self.dir, self.final)
+        if not pack:
+            return self.final, None
         tar_path = self.results_dir / f"{self.run_id}.tar.gz"
         tmp = tar_path.with_suffix(".gz.partial")
         with tarfile.open(tmp, "w:gz") as tar:

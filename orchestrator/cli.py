@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 from . import images, render, scenario
@@ -95,7 +96,10 @@ def _interrupt(*_):
 def cmd_run(args):
     from .run import run
 
-    s = _load(args)
+    target = scenario.load_target(args.file, args.scenario)
+    if isinstance(target, scenario.Comparison):
+        return _run_comparison(args, target)
+    s = target
     # SIGTERM (CI cancelling, `kill`) ends the run like Ctrl-C: QEMU stopped, bundle finished.
     signal.signal(signal.SIGTERM, _interrupt)
     out.rule(f"natsume-testbed: scenario {s.name}")
@@ -117,6 +121,21 @@ def cmd_run(args):
         err.print(str(outcome.error), markup=False)
     out.print(f"bundle: {outcome.bundle}\narchive: {outcome.archive}\nexit code: {outcome.code}")
     return outcome.code
+
+
+def _run_comparison(args, comp):
+    from .compare import run_comparison
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    out.rule(f"natsume-testbed: comparison {comp.name} ({', '.join(s.name for s in comp.scenarios)})")
+    out.print(comp.description)
+    code, final, tar, runner, outcomes, text = run_comparison(args.file, comp, args.results, out.print)
+    for s, o in outcomes:
+        out.rule(f"{s.name}: exit {o.code}")
+        _print_measurement(o.bundle)
+    out.print(Markdown(text))
+    out.print(f"bundle: {final}\narchive: {tar}\nexit code: {code}")
+    return code
 
 
 def _print_measurement(bundle_dir):

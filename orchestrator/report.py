@@ -86,3 +86,46 @@ def stats_table(columns):
             cells.append("–" if v is None else (f"{v}" if row == "n" else f"{v / 1000:.2f}"))
         lines.append(f"| {row}{'' if row == 'n' else ' (µs)'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot_box(series, path, title):
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    labels = [k for k, v in series.items() if v]
+    ax.boxplot([[v / 1000 for v in series[k]] for k in labels], showfliers=False)
+    ax.set_xticks(range(1, len(labels) + 1), labels)
+    ax.set_ylabel("latency (µs, emulated; whiskers 1.5 IQR, outliers hidden)")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+FIGURE2_ROWS = ("min", "mean", "median", "p99", "max")
+
+
+def figure2_table(stats_by_label, baseline):
+    """The paper's Figure 2 as a table: each statistic per run (µs), and for each other run the
+    difference from the baseline and the improvement in % (positive = lower latency)."""
+    labels = list(stats_by_label)
+    others = [x for x in labels if x != baseline]
+    head = ["statistic"] + [f"{x} (µs)" for x in labels]
+    for x in others:
+        head += [f"{baseline} − {x} (µs)", f"improvement of {x}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in FIGURE2_ROWS:
+        base = stats_by_label[baseline].get(row)
+        cells = [row] + [_us(stats_by_label[x].get(row)) for x in labels]
+        for x in others:
+            value = stats_by_label[x].get(row)
+            if base is None or value is None:
+                cells += ["–", "–"]
+            else:
+                cells += [f"{(base - value) / 1000:+.2f}", f"{100 * (base - value) / base:+.1f} %" if base else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _us(value):
+    return "–" if value is None else f"{value / 1000:.2f}"

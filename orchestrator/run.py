@@ -142,7 +142,7 @@ class Outcome:
     checks: list = None  # the measurement's checks (empty without a measurement)
 
 
-def run(scenario_file, s, results_dir, say):
+def run(scenario_file, s, results_dir, say, pack=True):
     """Run one scenario; always leaves a bundle. -> Outcome."""
     b = bundle.Bundle(results_dir, s.name)
     runner = StageRunner(report=lambda r: say(_stage_line(r)))
@@ -200,7 +200,8 @@ def run(scenario_file, s, results_dir, say):
                         exit_code=code, failed_stage=runner.failed_stage(), failed_checks=failed_checks,
                         error=str(error) if error else None)
         report.junit(b.dir / "junit.xml", f"testbed.{s.name}", runner.results, checks)
-        final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"]))
+        final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"]),
+                              pack=pack)
     return Outcome(code, final, tar, runner, error, checks)
 
 

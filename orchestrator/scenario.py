@@ -169,10 +169,12 @@ def load_file(path):
     if not isinstance(doc, SourcedDict):
         raise ScenarioError([Problem(f"{path}:1", "(top level)", "expected a mapping with 'defaults' and 'scenarios'")])
     problems = []
-    _check_keys(doc, "", {"defaults", "scenarios", "default_scenario"}, problems)
+    _check_keys(doc, "", {"defaults", "scenarios", "comparisons", "default_scenario"}, problems)
     for key in ("defaults", "scenarios"):
         if not isinstance(doc.get(key), SourcedDict):
             problems.append(Problem(doc.where(key), key, "expected a mapping"))
+    if doc.get("comparisons") is not None and not isinstance(doc["comparisons"], SourcedDict):
+        problems.append(Problem(doc.where("comparisons"), "comparisons", "expected a mapping"))
     if problems:
         raise ScenarioError(problems)
     return doc
@@ -218,19 +220,84 @@ def load(path, name=None):
     return resolve(load_file(path), name)
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Scenarios run one after the other in one invocation and reported side by side;
+    the first is the baseline the others are compared with."""
+    name: str
+    description: str
+    scenarios: tuple  # of Scenario
+
+
+def comparison_names(doc):
+    return list((doc.get("comparisons") or {}).keys())
+
+
+def resolve_comparison(doc, name):
+    comps = doc.get("comparisons") or SourcedDict()
+    raw, path = comps[name], f"comparisons.{name}"
+    if not isinstance(raw, SourcedDict):
+        raise ScenarioError([Problem(comps.where(name), path, "expected a mapping with 'scenarios'")])
+    problems = []
+    _check_keys(raw, path, {"description", "scenarios"}, problems)
+    names = raw.get("scenarios")
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        problems.append(Problem(raw.where("scenarios"), f"{path}.scenarios",
+                                "expected a list of at least two scenario names (the first is the baseline)"))
+        raise ScenarioError(problems)
+    scenarios = []
+    for n in names:
+        if n not in doc["scenarios"]:
+            problems.append(Problem(raw.where("scenarios"), f"{path}.scenarios",
+                                    f"no scenario named {n!r}; defined: {', '.join(doc['scenarios'])}"))
+            continue
+        try:
+            scenarios.append(resolve(doc, n))
+        except ScenarioError as exc:
+            problems.extend(exc.problems)
+    if not problems:
+        for sc in scenarios:
+            if not sc.measurement.enabled:
+                problems.append(Problem(raw.where("scenarios"), f"{path}.scenarios",
+                                        f"scenario {sc.name!r} measures nothing (measurement.enabled: false)"))
+            elif sc.measurement != scenarios[0].measurement:
+                problems.append(Problem(raw.where("scenarios"), f"{path}.scenarios",
+                                        f"scenario {sc.name!r} has other measurement settings than "
+                                        f"{scenarios[0].name!r}: compared runs need identical traffic and load"))
+    if problems:
+        raise ScenarioError(problems)
+    return Comparison(name, str(raw.get("description", "")), tuple(scenarios))
+
+
+def load_target(path, name=None):
+    """A scenario or a comparison by name (default: the file's default_scenario)."""
+    doc = load_file(path)
+    name = name or default_name(doc)
+    if name in comparison_names(doc):
+        return resolve_comparison(doc, name)
+    return resolve(doc, name)
+
+
 def validate_file(path):
     """Validate every scenario in a file; return their names or raise with all problems."""
     doc = load_file(path)
     problems, names = [], []
-    if doc.get("default_scenario") is not None and doc["default_scenario"] not in doc["scenarios"]:
+    known = scenario_names(doc) + comparison_names(doc)
+    if doc.get("default_scenario") is not None and doc["default_scenario"] not in known:
         problems.append(Problem(doc.where("default_scenario"), "default_scenario",
-                                f"names no scenario; defined: {', '.join(doc['scenarios'])}"))
+                                f"names no scenario or comparison; defined: {', '.join(known)}"))
     for name in scenario_names(doc):
         try:
             resolve(doc, name)
             names.append(name)
         except ScenarioError as exc:
             problems.extend(exc.problems)
+    for name in comparison_names(doc):
+        try:
+            resolve_comparison(doc, name)
+            names.append(name)
+        except ScenarioError as exc:
+            problems.extend(p for p in exc.problems if p.path.startswith("comparisons."))
     if problems:
         raise ScenarioError(problems)
     return names
