@@ -6,6 +6,11 @@
 #                       devices and their interrupt mode
 #   testbed.role=load   load guest: xen-netfront, eth0 up
 #   testbed.ip=A.B.C.D/NN   optional address for the role's interface
+#   testbed.e1000e_intmode=N  rt: load e1000e with IntMode=N (0 legacy INTx,
+#                       1 MSI, 2 MSI-X: the driver's default)
+#   testbed.e1000e_itr=N      rt: load e1000e with InterruptThrottleRate=N
+#                       (0 off: one interrupt per packet event; default 3,
+#                       dynamic conservative)
 #   loglevel=N          if given, the console log level is left alone;
 #                       otherwise it is lowered to 4 so kernel messages do not
 #                       cut through the TESTBED-* lines
@@ -28,17 +33,23 @@ mkdir -p /dev/pts
 mount -t devpts devpts /dev/pts 2>/dev/null
 mount -t tmpfs tmpfs /run 2>/dev/null
 mount -t tmpfs tmpfs /tmp 2>/dev/null
+# tracefs for /bin/rtagent (interrupt-entry stamps with ftrace)
+mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
 
 say() { echo "testbed-guest: $*"; }
 
 ROLE=""
 IPADDR=""
 KLOGLEVEL=""
+E1000E_INTMODE=""
+E1000E_ITR=""
 # shellcheck disable=SC2013  # words, not lines
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         testbed.role=*) ROLE=${arg#testbed.role=} ;;
         testbed.ip=*) IPADDR=${arg#testbed.ip=} ;;
+        testbed.e1000e_intmode=*) E1000E_INTMODE=${arg#testbed.e1000e_intmode=} ;;
+        testbed.e1000e_itr=*) E1000E_ITR=${arg#testbed.e1000e_itr=} ;;
         loglevel=*) KLOGLEVEL=${arg#loglevel=} ;;
     esac
 done
@@ -92,8 +103,10 @@ case "$ROLE" in
 rt)
     say "modprobe xen-pcifront"
     modprobe xen-pcifront || say "warning: modprobe xen-pcifront failed"
-    say "modprobe e1000e"
-    modprobe e1000e || say "warning: modprobe e1000e failed"
+    E1000E_OPTS="${E1000E_INTMODE:+IntMode=$E1000E_INTMODE} ${E1000E_ITR:+InterruptThrottleRate=$E1000E_ITR}"
+    say "modprobe e1000e $E1000E_OPTS"
+    # shellcheck disable=SC2086  # one word per option
+    modprobe e1000e $E1000E_OPTS || say "warning: modprobe e1000e failed"
     if wait_for 20 e1000e_bound; then
         say "e1000e bound"
     else
