@@ -22,7 +22,7 @@ import fnmatch
 import math
 import re
 import statistics
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 from .errors import TestbedError
@@ -98,6 +98,29 @@ def pair(vmm_stamps, guest_stamps, tsc_khz, irq_map=None, window=None):
     negatives = [_sample(i, v, g, tsc_khz) for i, (v, g) in enumerate(nonpositive)]
     inside = [v for v in leftover if window is None or window[0] <= v.tsc <= window[1]]
     return Pairing(samples, len(inside), len(lonely_guest), negatives, len(leftover) - len(inside))
+
+
+def coalesced(vmm_stamps, samples):
+    """Split the unpaired VMM stamps: `coalesced` when the next guest stamp of the same IRQ was
+    paired with a later VMM stamp (Xen took the interrupt again before the guest's handler ran,
+    so one handler run served both entries), `lonely` otherwise. -> (coalesced, lonely)."""
+    paired = {(s.irq, s.vmm_tsc) for s in samples}
+    runs = {}
+    for s in samples:
+        runs.setdefault(s.irq, []).append((s.guest_tsc, s.vmm_tsc))
+    for lst in runs.values():
+        lst.sort()
+    merged = lonely = 0
+    for v in vmm_stamps:
+        if (v.irq, v.tsc) in paired:
+            continue
+        lst = runs.get(v.irq, [])
+        k = bisect_right(lst, (v.tsc, float("inf")))
+        if k < len(lst) and lst[k][1] > v.tsc:
+            merged += 1
+        else:
+            lonely += 1
+    return merged, lonely
 
 
 def _physical_irq(irq, irq_map):

@@ -19,6 +19,7 @@ from .boot import GUEST_LOG, BootFailure
 
 XENTRACE_EVENTS = "0x00802000"  # the TRC_HW_IRQ class: our TRC_NATSUME_IRQ_ENTRY is in it
 TRACE_FILE = "xentrace.bin"
+DOM0_TRACE = "/tmp/xentrace.bin"
 GUEST_DUMP = "rt-guest-dump.log"
 
 
@@ -102,12 +103,20 @@ def guest_counters(console):
 
 
 def tsc_khz(agent):
-    """The TSC frequency Xen measured at boot, from its log."""
-    log = agent.run("xl dmesg", timeout=60).stdout
-    m = re.search(r"Detected (\d+)\.(\d+) MHz processor", log)
+    """The TSC frequency Xen calibrated at boot (`xl info` cpu_mhz)."""
+    m = re.search(r"^cpu_mhz\s*:\s*(\d+)(?:\.(\d+))?", agent.run("xl info", timeout=60).stdout, re.M)
     if not m:
-        raise MeasureError("Xen's log has no 'Detected N MHz processor' line: cannot convert cycles to ns")
-    return int(m.group(1)) * 1000 + int(m.group(2).ljust(3, "0")[:3])
+        raise MeasureError("`xl info` shows no cpu_mhz: cannot convert TSC cycles to ns")
+    return int(m.group(1)) * 1000 + int((m.group(2) or "0").ljust(3, "0")[:3])
+
+
+def check_tsc_native(agent, domid):
+    """The RT guest must read the host TSC unmodified (tsc_mode native), or stamps don't compare."""
+    text = agent.run("xl debug-keys s; xl dmesg | tail -n 40", timeout=60).stdout
+    modes = re.findall(rf"dom{domid}: mode=(\d+)", text)
+    if not modes or modes[-1] != "2":
+        raise MeasureError(f"the RT guest (domain {domid}) does not run with tsc_mode native (Xen's `s` "
+                           f"debug key shows mode={modes[-1] if modes else '?'}; 2 is native)")
 
 
 def xen_irq_table(agent):
@@ -131,25 +140,29 @@ def sysinfo(agent, rt, folder):
     (folder / "rt-guest-interrupts.txt").write_text(rt.command("rtagent sysinfo", r"^RTAGENT-SYSINFO-END", 60))
 
 
-def start_xentrace(agent, share_mount):
-    """xentrace in the background, writing into the host share; -> its pid."""
-    cmd = (f"setsid xentrace -D -e {XENTRACE_EVENTS} -S 256 {share_mount}/{TRACE_FILE} "
-           f"</dev/null >{share_mount}/xentrace.log 2>&1 & echo $!")
+def start_xentrace(agent, pages):
+    """xentrace in the background into dom0's tmpfs (writing straight onto the 9p share
+    fails under traffic with EFAULT); -> its pid."""
+    cmd = (f"setsid xentrace -D -e {XENTRACE_EVENTS} -S {pages} {DOM0_TRACE} "
+           f"</dev/null >{DOM0_TRACE}.log 2>&1 & echo $!")
     pid = agent.run(cmd, timeout=30, check=True).stdout.strip()
     time.sleep(1)
     if not agent.run(f"kill -0 {pid}", timeout=30).ok:
-        log = agent.run(f"cat {share_mount}/xentrace.log", timeout=30).stdout
+        log = agent.run(f"cat {DOM0_TRACE}.log", timeout=30).stdout
         raise MeasureError(f"xentrace exited at once:\n{log}")
     return pid
 
 
-def stop_xentrace(agent, pid, timeout=60):
+def stop_xentrace(agent, pid, share_mount, timeout=60):
+    """SIGINT makes xentrace flush and exit; then the trace and its log go to the host share."""
     agent.run(f"kill -INT {pid}", timeout=30)
     deadline = time.monotonic() + timeout
     while agent.run(f"kill -0 {pid}", timeout=30).ok:
         if time.monotonic() > deadline:
             raise MeasureError(f"xentrace (pid {pid}) did not stop within {timeout} s of SIGINT")
         time.sleep(0.5)
+    agent.run(f"cp {DOM0_TRACE} {share_mount}/{TRACE_FILE} && cp {DOM0_TRACE}.log {share_mount}/xentrace.log",
+              timeout=300, check=True)
 
 
 def send_traffic(s, say):
@@ -185,6 +198,7 @@ def measure(agent, s, share_dir, say):
     rec = MeasureRecords(trace_path=share_dir / TRACE_FILE, guest_dump_path=share_dir / GUEST_DUMP)
     rec.tsc_khz = tsc_khz(agent)
     rec.rt_domid = int(agent.run(f"xl domid {shlex.quote(s.rt_guest.name)}", timeout=30, check=True).stdout)
+    check_tsc_native(agent, rec.rt_domid)
     mode = re.search(r"TESTBED-IRQMODE \S+ (\S+)", agent.run(f"cat {rt.log}", timeout=60).stdout)
     rec.guest_irq_mode = mode.group(1) if mode else "unknown"
     rec.xen_irq_table = xen_irq_table(agent)
@@ -192,12 +206,12 @@ def measure(agent, s, share_dir, say):
     rec.counters_before = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
     upcall = " --upcall" if s.measurement.guest_upcall_stamp else ""
     rt.command(f"rtagent start{upcall}", r"^RTAGENT-STARTED", 60)
-    pid = start_xentrace(agent, render.SHARE_MOUNT)
+    pid = start_xentrace(agent, s.hypervisor.trace_buffer_pages)
     try:
         rec.traffic = send_traffic(s, say)
         time.sleep(s.measurement.settle_s)
     finally:
-        stop_xentrace(agent, pid)
+        stop_xentrace(agent, pid, render.SHARE_MOUNT)
         rt.command("rtagent stop", r"^RTAGENT-STOPPED", 60)
     rec.counters_after = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
     sysinfo(agent, rt, share_dir / "sysinfo-after")

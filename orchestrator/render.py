@@ -21,6 +21,7 @@ BRIDGE = "xenbr0"
 GUEST_DIR = "/boot/guest"
 CONFIG_DIR = "/etc/testbed"
 LOAD_VIF_MAC = "00:16:3e:00:00:02"
+E1000E_INTMODE = {"intx": 0, "msi": 1, "msix": 2}  # the driver's IntMode parameter
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,19 @@ def dom0_init(s):
 
 def xl_config(s, role):
     guest = s.rt_guest if role == "rt" else s.load_guest
+    extra = f"console=hvc0 testbed.role={role}"
     if role == "rt":
         cpus, pci, vif = str(guest.pcpu), [s.nics.measured.bdf], None
+        extra += f" testbed.e1000e_intmode={E1000E_INTMODE[s.nics.measured.irq_mode]}"
+        if guest.interrupt_throttle_rate is not None:
+            extra += f" testbed.e1000e_itr={guest.interrupt_throttle_rate}"
     else:
         cpus = ",".join(str(c) for c in guest.pcpus)
         passthrough = guest.nic_mode == "passthrough"
         pci = [s.nics.load.bdf] if passthrough else []
         vif = None if passthrough else f"mac={LOAD_VIF_MAC},bridge={BRIDGE}"
-    return _render("xl-guest.cfg.j2", s=s, role=role, guest=guest, cpus=cpus, pci=pci, vif=vif,
+    return _render("xl-guest.cfg.j2", s=s, role=role, guest=guest, cpus=cpus, pci=pci, vif=vif, extra=extra,
+                   tsc_native=role == "rt",
                    guest_kernel=f"{GUEST_DIR}/vmlinuz", guest_initrd=f"{GUEST_DIR}/initrd.cpio.gz")
 
 

@@ -66,7 +66,7 @@ class Natsume:
 class Hypervisor:
     variant: str = field(metadata=spec(choices=["stock", "natsume"]))
     options: typing.List[str] = field(metadata=spec(pattern=XEN_OPTION_RE))
-    trace_buffer_pages: int = field(metadata=spec(min=0, max=65536, doc="Xen trace buffer per pCPU (tbuf_size)"))
+    trace_buffer_pages: int = field(metadata=spec(min=16, max=65536, doc="Xen trace buffer per pCPU (xentrace -S)"))
     natsume: Natsume
 
 
@@ -83,6 +83,8 @@ class RtGuest:
     vcpus: int = field(metadata=spec(min=1, max=1, doc="the RT guest has one vCPU on the pCPU it owns"))
     pcpu: int = field(metadata=spec(min=0, max=7))
     memory_mb: int = field(metadata=spec(min=128, max=8192))
+    interrupt_throttle_rate: Optional[int] = field(metadata=spec(
+        min=0, max=100000, doc="e1000e InterruptThrottleRate in the guest; 0 = an interrupt per packet, null = default"))
 
 
 @dataclass(frozen=True)
@@ -432,7 +434,11 @@ def _check_semantics(s, raw, path, problems):
     if s.nics.measured.model != "e1000e":
         bad(("nics", "measured", "model"), "the measured NIC must be an e1000e (MSI-capable, as in the paper)")
     if s.nics.measured.irq_mode == "intx":
-        bad(("nics", "measured", "irq_mode"), "the measured NIC must use msi or msix (the paper's model needs MSI)")
+        bad(("nics", "measured", "irq_mode"), "the measured NIC must use msix (the paper's model needs MSI)")
+    if s.nics.measured.irq_mode == "msi":
+        bad(("nics", "measured", "irq_mode"),
+            "plain MSI cannot work with QEMU's e1000e: it drops RXSEQ from the interrupt mask, so the driver's "
+            "MSI self-test never fires and it falls back to INTx; use msix (see images/README.md)")
     if s.nics.measured.pci_slot == s.nics.load.pci_slot:
         bad(("nics", "load", "pci_slot"), f"slot {s.nics.load.pci_slot} is already the measured NIC's")
     if s.nics.measured.mac == s.nics.load.mac:

@@ -96,3 +96,20 @@ def test_junit_has_a_case_per_stage_and_check(tmp_path):
     text = report.junit(tmp_path / "junit.xml", "testbed.x", stages, checks).read_text()
     assert 'tests="4"' in text and 'failures="2"' in text and 'skipped="1"' in text
     assert 'name="check.unpaired"' in text and "5 % unpaired" in text
+
+
+def test_coalesced_entries_are_not_unpaired(tmp_path, s):
+    # Xen took IRQ 29 at 1000 and again at 1200 before the guest's handler ran at 1500.
+    rec = _records(tmp_path, [1000, 1200, 3000, 5000], [1500, 3500, 5500])
+    summary, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
+    assert summary["paired"] == 3 and summary["coalesced_vmm"] == 1 and summary["lonely_vmm"] == 0
+    assert summary["unpaired_pct"] == 0.0 and all(c["ok"] for c in checks)
+    assert "1 VMM entries coalesced" in next(c["detail"] for c in checks if c["name"] == "unpaired")
+
+
+def test_guest_stamps_outside_the_trace_are_left_out(tmp_path, s):
+    # The guest traced before xentrace started (900) and after it stopped (9000, 9500).
+    rec = _records(tmp_path, [1000, 3000, 5000], [900, 1500, 3500, 5500, 9000, 9500])
+    summary, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
+    assert summary["outside_common_window"] == 3
+    assert summary["paired"] == 3 and summary["unpaired_guest"] == 0

@@ -14,7 +14,7 @@ qemu-system-x86_64 \
   -S \
   -device intel-iommu,intremap=on \
   -kernel /images/xen-stock/xen \
-  -append 'console=com1 com1=115200,8n1 conring_size=1M dom0_mem=1024M,max:1024M dom0_max_vcpus=1 iommu=on noreboot tbuf_size=1024 loglvl=all guest_loglvl=all' \
+  -append 'console=com1 com1=115200,8n1 conring_size=1M dom0_mem=1024M,max:1024M dom0_max_vcpus=1 iommu=on noreboot loglvl=all guest_loglvl=all' \
   -initrd '/images/kernel/vmlinuz console=hvc0 earlyprintk=xen,/run/testbed/dom0-initrd' \
   -chardev socket,id=serial0,path=/run/testbed/serial.sock,server=on,wait=off,logfile=/results/run/logs/console.log \
   -serial chardev:serial0 \
