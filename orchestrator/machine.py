@@ -125,6 +125,23 @@ class Machine:
             self.proc.wait()
 
 
+def check_udp_ports_free(ports):
+    """QEMU binds its socket netdevs with SO_REUSEADDR, so a second QEMU on the same port
+    starts fine and silently steals the other's frames. Binding without it finds such a port."""
+    import socket
+    taken = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(port)
+    if taken:
+        raise MachineError(f"UDP port(s) {', '.join(map(str, taken))} on 127.0.0.1 are in use (another testbed "
+                           "run?): its NICs would receive this run's frames. Wait for it, or give this scenario "
+                           "other nics.*.udp_port values.")
+
+
 # ---------------------------------------------------------------- accelerator choice
 
 

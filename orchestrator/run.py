@@ -11,7 +11,7 @@ from . import boot, bundle, cpio, evaluate, images, measure, render, report
 from .agent import GuestAgent
 from .console import SerialConsole
 from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, StageError, TestbedError
-from .machine import KvmVerdicts, Machine, choose_accel
+from .machine import KvmVerdicts, Machine, check_udp_ports_free, choose_accel
 from .stages import StageRunner
 
 BOOT_STAGES = ("images", "render", "qemu_up", "xen_banner", "iommu", "dom0_ready", "toolstack", "rt_guest",
@@ -160,6 +160,7 @@ def run(scenario_file, s, results_dir, say, pack=True):
             manifest["images"] = imgs.versions()
             st.detail = ", ".join(p.name for p in imgs.dirs.values())
         with runner.stage("render") as st:
+            check_udp_ports_free([n.udp_port for n in (s.nics.measured, s.nics.load)])
             accel, notice = choose_accel(s.machine.accel, KvmVerdicts(images.CACHE / "kvm-verdicts.json"))
             if accel == "probe":
                 say("probing whether KVM boots Xen here (once per host; the verdict is cached)")

@@ -84,3 +84,17 @@ def test_console_tail_splits_serial_lines_on_newline_only(tmp_path):
     log = tmp_path / "console.log"
     log.write_bytes(b"(XEN) one\r\r\n[ 1.0] two\r\r\nthree")
     assert SerialConsole(tmp_path / "s.sock", log).tail(2) == ["[ 1.0] two", "three"]
+
+
+def test_udp_port_taken_by_another_run_is_refused():
+    import socket
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as QEMU's socket netdev does
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    try:
+        with pytest.raises(MachineError, match=f"UDP port\\(s\\) {port} on 127.0.0.1 are in use"):
+            machine.check_udp_ports_free([port])
+    finally:
+        holder.close()
+    machine.check_udp_ports_free([port])
