@@ -144,6 +144,12 @@ def _print_measurement(bundle_dir):
     if not path.exists():
         return
     summary = json.loads(path.read_text())
+    for name, c in summary["traffic"].items():
+        out.print(f"traffic {name}: sent {c['frames']} frames, {c['send_errors']} send errors")
+    out.print("absorbed: " + ", ".join(f"{k} {v}" for k, v in summary["absorbed"].items()))
+    if not summary.get("stamping", True):
+        out.print("stamping off: no latencies (probe-cost run)")
+        return
     lat = summary["latency_ns"]
     table = Table(title=f"interrupt latency, {summary['scenario']} (emulated time, {summary['accelerator']})")
     for col in ("n", "min", "mean", "median", "p90", "p99", "p999", "max", "stddev"):
@@ -151,10 +157,9 @@ def _print_measurement(bundle_dir):
     table.add_row(*[("–" if lat[k] is None else str(lat[k]) if k == "n" else f"{lat[k] / 1000:.2f}")
                     for k in ("n", "min", "mean", "median", "p90", "p99", "p999", "max", "stddev")])
     out.print(table)
-    out.print(f"paired {summary['paired']}, unpaired VMM {summary['unpaired_vmm']}, guest {summary['unpaired_guest']}"
-              f" ({100 * summary['unpaired_fraction']:.2f} %); irq mode in guest: {summary['irq_mode_guest']}")
-    for name, c in summary["traffic"].items():
-        out.print(f"traffic {name}: sent {c['frames']} frames, {c['send_errors']} send errors")
+    out.print(f"paired {summary['paired']}; unpaired VMM {summary['lonely_vmm']}, guest {summary['unpaired_guest']} "
+              f"({summary['unpaired_pct']:.2f} %); coalesced VMM entries {summary['coalesced_vmm']}; "
+              f"irq mode in guest: {summary['irq_mode_guest']}")
     out.print(f"[dim]{summary['note']}[/dim]")
 
 

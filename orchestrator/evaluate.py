@@ -37,17 +37,19 @@ def xen_guest_irqs(table_text, domid):
     return out
 
 
-def map_irqs(vmm_counts, guest_counts):
-    """Guest Linux IRQ -> Xen IRQ, by activity rank: the guest cannot see its pirq numbers,
-    so the busiest guest vector is matched with the busiest Xen IRQ of the RT domain, and
-    so on. With one active vector on each side (MSI, or MSI-X rx only) it is exact."""
+def map_irqs(xen_irqs, guest_irqs, vmm_counts, guest_counts):
+    """Guest Linux IRQ -> Xen IRQ. The guest cannot see its pirq numbers, but Xen and the guest
+    both allocate the device's vectors in MSI-X entry order, so with the same number of vectors
+    on both sides the sorted lists match one to one. Otherwise fall back to activity rank (the
+    busiest guest vector is the busiest Xen IRQ of the RT domain). -> (map, method)."""
+    if guest_irqs and len(guest_irqs) == len(xen_irqs):
+        return dict(zip(sorted(guest_irqs), sorted(xen_irqs))), "MSI-X entry order (both sides sorted)"
     guest_ranked = [irq for irq, n in guest_counts.most_common() if n]
     vmm_ranked = [irq for irq, n in vmm_counts.most_common() if n]
     if len(guest_ranked) > len(vmm_ranked):
         raise InfraCheckFailed(f"the RT guest saw interrupts on {len(guest_ranked)} vectors but Xen delivered "
                                f"only {len(vmm_ranked)} of its IRQs: {dict(guest_counts)} vs {dict(vmm_counts)}")
-    return dict(zip(guest_ranked, vmm_ranked)), ("exact: one active vector on each side" if len(guest_ranked) == 1
-                                                 else "by activity rank")
+    return dict(zip(guest_ranked, vmm_ranked)), "activity rank"
 
 
 def dump_body(text, source):
@@ -75,8 +77,31 @@ def check(name, ok, detail):
     return {"name": name, "ok": bool(ok), "detail": detail}
 
 
+def absorbed(rec):
+    """Frames each guest took in during the measurement, from the counters before and after."""
+    def delta(after, before, *keys):
+        try:
+            a, b = after, before
+            for k in keys:
+                a, b = a[k], b[k]
+            return int(a) - int(b)
+        except (KeyError, TypeError, ValueError):
+            return None
+    vifs = [n for n in rec.counters_after.get("dom0", {}) if n.startswith("vif")]
+    return {"rt_guest_rx": delta(rec.counters_after, rec.counters_before, "rt_guest", "rx_packets"),
+            "load_nic_rx_in_dom0": delta(rec.counters_after, rec.counters_before, "dom0", "eth0", "rx_packets"),
+            "load_guest_rx": sum(delta(rec.counters_after, rec.counters_before, "dom0", n, "tx_packets") or 0
+                                 for n in vifs) if vifs else None}
+
+
 def evaluate(s, rec, out_dir, accel):
     """-> (summary dict, checks list). Raises InfraCheckFailed when MSI is not in use."""
+    if not s.measurement.stamping:
+        summary = {"scenario": s.name, "variant": s.hypervisor.variant, "load": s.measurement.load,
+                   "accelerator": accel, "stamping": False, "absorbed": absorbed(rec), "traffic": rec.traffic,
+                   "counters_before": rec.counters_before, "counters_after": rec.counters_after}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        return summary, []
     trace = xentrace.read_trace(rec.trace_path, allow_truncated=True)
     lost = xentrace.lost_records(trace.records)
     rt_irqs = xen_guest_irqs(rec.xen_irq_table, rec.rt_domid)
@@ -90,7 +115,8 @@ def evaluate(s, rec, out_dir, accel):
     body = dump_body(rec.guest_dump_path.read_text(errors="replace"), rec.guest_dump_path)
     guest = analysis.parse_ftrace(body, irq_names=GUEST_IRQ_NAMES, source=str(rec.guest_dump_path))
     vmm, stamps, outside = overlap(vmm, guest.stamps)
-    irq_map, how = map_irqs(Counter(v.irq for v in vmm), Counter(g.irq for g in stamps))
+    irq_map, how = map_irqs(rt_irq_numbers, {int(k) for k in rec.guest_irqs}, Counter(v.irq for v in vmm),
+                            Counter(g.irq for g in stamps))
     pairing = analysis.pair(vmm, stamps, rec.tsc_khz, irq_map=irq_map)
     merged, lonely = analysis.coalesced(vmm, pairing.samples)
     bad = lonely + pairing.unpaired_guest + len(pairing.nonpositive)
@@ -107,7 +133,8 @@ def evaluate(s, rec, out_dir, accel):
         "guest_lines_cut_off": guest.cut_off,
         "guest_lost_events": guest.lost_events, "trace_lost_records": lost,
         "trace_truncated_at": trace.truncated_at, **analysis.summary(pairing),
-        "traffic": rec.traffic, "counters_before": rec.counters_before, "counters_after": rec.counters_after,
+        "traffic": rec.traffic, "absorbed": absorbed(rec), "stamping": True,
+        "counters_before": rec.counters_before, "counters_after": rec.counters_after,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     latencies = [x.latency_ns for x in pairing.samples]

@@ -7,6 +7,7 @@ sends bursts to the measured NIC; afterwards both records and the counters
 of every NIC are taken off the machine. Analysis happens on the host.
 """
 
+import json
 import re
 import shlex
 import threading
@@ -39,6 +40,7 @@ class MeasureRecords:
     rt_domid: int = 0
     xen_irq_table: str = ""  # Xen's `i` debug-key dump, taken after the guests bound their IRQs
     guest_irq_mode: str = "unknown"  # what the RT guest reported: msi, msix or intx
+    guest_irqs: dict = field(default_factory=dict)  # the e1000e's Linux IRQs in the guest -> their names
 
 
 class GuestConsole:
@@ -189,7 +191,9 @@ def send_traffic(s, say):
 
 
 def measure(agent, s, share_dir, say):
-    """Run the procedure; -> MeasureRecords (raw files land in share_dir)."""
+    """Run the procedure; -> MeasureRecords (raw files land in share_dir). With
+    `measurement.stamping: false` no probe runs: only the traffic and the counters (the probes'
+    own cost is the difference in what the guests absorb)."""
     share_dir = Path(share_dir)
     agent.run(f"echo ok > {render.SHARE_MOUNT}/.share-check", timeout=30)
     if not (share_dir / ".share-check").exists():
@@ -204,17 +208,29 @@ def measure(agent, s, share_dir, say):
     rec.xen_irq_table = xen_irq_table(agent)
     sysinfo(agent, rt, share_dir / "sysinfo-before")
     rec.counters_before = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
-    upcall = " --upcall" if s.measurement.guest_upcall_stamp else ""
-    rt.command(f"rtagent start{upcall}", r"^RTAGENT-STARTED", 60)
-    pid = start_xentrace(agent, s.hypervisor.trace_buffer_pages)
+    stamping = s.measurement.stamping
+    pid = start_probes(agent, rt, s, rec) if stamping else None
     try:
         rec.traffic = send_traffic(s, say)
         time.sleep(s.measurement.settle_s)
     finally:
-        stop_xentrace(agent, pid, render.SHARE_MOUNT)
-        rt.command("rtagent stop", r"^RTAGENT-STOPPED", 60)
+        if stamping:
+            stop_xentrace(agent, pid, render.SHARE_MOUNT)
+            rt.command("rtagent stop", r"^RTAGENT-STOPPED", 60)
     rec.counters_after = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
+    (share_dir / "traffic.json").write_text(json.dumps(
+        {"sent": rec.traffic, "before": rec.counters_before, "after": rec.counters_after}, indent=2) + "\n")
     sysinfo(agent, rt, share_dir / "sysinfo-after")
-    rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.measure,
-               to_file=f"{render.SHARE_MOUNT}/{GUEST_DUMP}")
+    if stamping:
+        rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.measure,
+                   to_file=f"{render.SHARE_MOUNT}/{GUEST_DUMP}")
     return rec
+
+
+def start_probes(agent, rt, s, rec):
+    """ftrace in the RT guest first, then xentrace (so every VMM stamp has a guest side); -> xentrace's pid."""
+    upcall = " --upcall" if s.measurement.guest_upcall_stamp else ""
+    started = rt.command(f"rtagent start{upcall}", r"^RTAGENT-STARTED", 60)
+    irqs = re.search(r"^RTAGENT-STARTED irqs=(\S+)", started, re.M)
+    rec.guest_irqs = dict(p.split(":", 1) for p in irqs.group(1).split(",")) if irqs else {}
+    return start_xentrace(agent, s.hypervisor.trace_buffer_pages)

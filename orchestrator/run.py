@@ -177,9 +177,9 @@ def run(scenario_file, s, results_dir, say, pack=True):
                 st.detail = f"traffic sent: {_traffic_line(records.traffic)}"
             with runner.stage("evaluate") as st:
                 summary, checks = evaluate.evaluate(s, records, b.dir, accel)
-                manifest["summary"] = {k: summary[k] for k in ("paired", "unpaired_fraction", "latency_ns")}
-                st.detail = f"{summary['paired']} paired samples; " + ", ".join(
-                    f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in checks)
+                manifest["summary"] = {k: summary.get(k) for k in ("paired", "unpaired_pct", "latency_ns", "absorbed")}
+                st.detail = f"{summary.get('paired', 'no')} paired samples; absorbed {summary['absorbed']}; " + \
+                    ", ".join(f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in checks)
         with runner.stage("collect") as st:
             st.detail = boot.collect(agent, s, b.logs)
         with runner.stage("shutdown") as st:

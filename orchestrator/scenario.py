@@ -124,6 +124,7 @@ class Measurement:
     min_samples: int = field(metadata=spec(min=1, max=10000000))
     max_unpaired_pct: float = field(metadata=spec(min=0, max=100))
     guest_upcall_stamp: bool = field(metadata=spec())
+    stamping: bool = field(metadata=spec(doc="false: traffic and counters only (to measure the probes' cost)"))
 
 
 @dataclass(frozen=True)

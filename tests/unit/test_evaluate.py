@@ -51,12 +51,14 @@ def test_xen_guest_irqs_parses_the_debug_key_dump():
     assert [x.irq for x in evaluate.xen_guest_irqs(IRQ_TABLE, 0)] == [16]
 
 
-def test_irq_map_by_activity():
+def test_irq_map_by_entry_order_or_activity():
     from collections import Counter
-    mapping, how = evaluate.map_irqs(Counter({29: 100, 30: 0}), Counter({40: 99}))
-    assert mapping == {40: 29} and how.startswith("exact")
+    mapping, how = evaluate.map_irqs({31, 29, 30}, {11, 9, 10}, Counter(), Counter())
+    assert mapping == {9: 29, 10: 30, 11: 31} and how.startswith("MSI-X entry order")
+    mapping, how = evaluate.map_irqs({29, 30}, set(), Counter({29: 100, 30: 0}), Counter({40: 99}))
+    assert mapping == {40: 29} and how == "activity rank"
     with pytest.raises(evaluate.InfraCheckFailed, match="2 vectors"):
-        evaluate.map_irqs(Counter({29: 5}), Counter({40: 5, 41: 1}))
+        evaluate.map_irqs({29}, set(), Counter({29: 5}), Counter({40: 5, 41: 1}))
 
 
 def test_evaluate_writes_samples_summary_plots(tmp_path, s):

@@ -15,7 +15,7 @@ def test_default_file_is_valid_and_resolves():
     names = scenario.validate_file(DEFAULT)
     assert "boot-stock" in names
     s = scenario.load(DEFAULT)
-    assert s.name == "boot-stock"
+    assert s.name == "load-on-stock" and s.measurement.enabled and s.measurement.load
     assert s.nics.measured.model == "e1000e" and s.nics.measured.bdf == "0000:00:04.0"
     assert s.nics.load.model == "e1000" and s.nics.load.irq_mode == "intx"
     assert s.rt_guest.pcpu not in s.dom0.pcpus and s.rt_guest.pcpu not in s.load_guest.pcpus
@@ -146,7 +146,7 @@ def test_duplicate_key_is_an_error(tmp_path):
 def test_bad_top_level_and_default_scenario(tmp_path):
     problems = _problems(tmp_path, "defualts: {}\nscenarios: {}\n")
     assert any("unknown key 'defualts'" in p for p in problems)
-    text = DEFAULT.read_text().replace("default_scenario: boot-stock", "default_scenario: nope")
+    text = DEFAULT.read_text().replace("default_scenario: load-on-stock", "default_scenario: nope")
     path = tmp_path / "d.yaml"
     path.write_text(text)
     with pytest.raises(ScenarioError) as info:
