@@ -18,6 +18,7 @@
 #   TESTBED-PCI <bdf> <vendor>:<device> driver=<name|none>
 #   TESTBED-IRQMODE <bdf> msi|msix|intx
 #   TESTBED-NET <ifname> <mac> up
+#   TESTBED-BUSY-LOOP pid=<pid>   (testbed.busy_loop=1: the paper's idle avoidance)
 #   TESTBED-GUEST-READY role=<role>
 # then an interactive shell on /dev/hvc0 with PS1 "<role># ", respawned forever.
 # PID 1 never exits.
@@ -50,6 +51,7 @@ for arg in $(cat /proc/cmdline); do
         testbed.ip=*) IPADDR=${arg#testbed.ip=} ;;
         testbed.e1000e_intmode=*) E1000E_INTMODE=${arg#testbed.e1000e_intmode=} ;;
         testbed.e1000e_itr=*) E1000E_ITR=${arg#testbed.e1000e_itr=} ;;
+        testbed.busy_loop=*) BUSY_LOOP=${arg#testbed.busy_loop=} ;;
         loglevel=*) KLOGLEVEL=${arg#loglevel=} ;;
     esac
 done
@@ -150,6 +152,14 @@ load)
     ROLE=guest
     ;;
 esac
+
+# The paper's idle avoidance: a lowest-priority CPU-bound user program keeps the
+# guest's vCPU (and so its pCPU) from ever idling, so Xen never runs its idle
+# domain there. Only with testbed.busy_loop=1.
+if [ "${BUSY_LOOP:-0}" = 1 ]; then
+    nice -n 19 sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &
+    echo "TESTBED-BUSY-LOOP pid=$!"
+fi
 
 echo "TESTBED-GUEST-READY role=$ROLE"
 

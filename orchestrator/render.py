@@ -95,6 +95,8 @@ def xl_config(s, role):
     if role == "rt":
         cpus, pci, vif = str(guest.pcpu), [s.nics.measured.bdf], None
         extra += f" testbed.e1000e_intmode={E1000E_INTMODE[s.nics.measured.irq_mode]}"
+        if guest.busy_loop:
+            extra += " testbed.busy_loop=1"
         if guest.interrupt_throttle_rate is not None:
             extra += f" testbed.e1000e_itr={guest.interrupt_throttle_rate}"
     else:

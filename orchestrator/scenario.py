@@ -83,6 +83,7 @@ class RtGuest:
     vcpus: int = field(metadata=spec(min=1, max=1, doc="the RT guest has one vCPU on the pCPU it owns"))
     pcpu: int = field(metadata=spec(min=0, max=7))
     memory_mb: int = field(metadata=spec(min=128, max=8192))
+    busy_loop: bool = field(metadata=spec(doc="the paper's idle avoidance: a nice-19 CPU-bound loop in the guest"))
     interrupt_throttle_rate: Optional[int] = field(metadata=spec(
         min=0, max=100000, doc="e1000e InterruptThrottleRate in the guest; 0 = an interrupt per packet, null = default"))
 

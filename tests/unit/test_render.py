@@ -102,3 +102,14 @@ def test_natsume_variant_renders_its_boot_option():
     line = render.xen_cmdline(dataclasses.replace(s, hypervisor=hv))
     assert " natsume=0000:00:04.0,cpu=1,no-preempt,idle=poll " in line
     assert "natsume" not in render.xen_cmdline(s)
+
+
+def test_rt_guest_extra_carries_driver_and_idle_options():
+    import dataclasses
+    s = _default()
+    rt = render.xl_config(s, "rt")
+    assert 'extra = "console=hvc0 testbed.role=rt testbed.e1000e_intmode=2 testbed.e1000e_itr=0"' in rt
+    assert 'tsc_mode = "native"' in rt and "tsc_mode" not in render.xl_config(s, "load")
+    busy = dataclasses.replace(s, rt_guest=dataclasses.replace(s.rt_guest, busy_loop=True,
+                                                               interrupt_throttle_rate=None))
+    assert 'testbed.e1000e_intmode=2 testbed.busy_loop=1"' in render.xl_config(busy, "rt")
