@@ -67,6 +67,29 @@ def iommu(machine, console, timeout):
     return "; ".join(IOMMU_EXPECTED)
 
 
+NATSUME_ACCEPTED = r"natsume: device \S+ -> pCPU \d+.*"
+NATSUME_REFUSED = r"natsume: (.*)\r*\n.*natsume: option refused"  # Xen prints why, then this line
+
+
+class NatsumeOptionRefused(BootFailure):
+    """Xen refused the rendered natsume= option: a scenario error, reported as such."""
+
+
+def natsume_option(console):
+    """The natsume= option must have been accepted by Xen (it boots on as stock when refused)."""
+    log = console.text()
+    accepted = re.search(NATSUME_ACCEPTED, log)
+    if accepted:
+        return accepted.group(0).strip()
+    refused = [m.group(1).strip() for m in re.finditer(NATSUME_REFUSED, log)]
+    if not refused and "natsume: option refused" in log:
+        refused = ["see Xen's log"]
+    if refused:
+        raise NatsumeOptionRefused("scenario error: Xen refused the natsume= option (it booted on as stock): "
+                                   + "; ".join(refused))
+    raise BootFailure("Xen printed neither an accepted nor a refused natsume= option: is this the natsume build?")
+
+
 def dom0_ready(machine, console, timeout):
     _expect(console, machine, r"TESTBED-DOM0-READY", timeout, "dom0 ready marker")
     return "dom0 init finished"

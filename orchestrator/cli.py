@@ -26,16 +26,18 @@ def _load(args):
 
 def cmd_validate(args):
     names = scenario.validate_file(args.file)
-    out.print(f"[green]{args.file}: valid[/green] ({len(names)} scenarios: {', '.join(names)})")
+    out.print(f"[green]{args.file}: valid[/green] ({len(names)} scenarios and comparisons: {', '.join(names)})")
     return EXIT_OK
 
 
 def cmd_list(args):
     doc = scenario.load_file(args.file)
     default = scenario.default_name(doc)
-    for name in scenario.scenario_names(doc):
-        desc = (doc["scenarios"][name] or {}).get("description", "")
-        out.print(f"{'*' if name == default else ' '} {name:<24} {desc}")
+    for kind, names, table in (("scenario", scenario.scenario_names(doc), doc["scenarios"]),
+                               ("comparison", scenario.comparison_names(doc), doc.get("comparisons") or {})):
+        for name in names:
+            desc = (table[name] or {}).get("description", "")
+            out.print(f"{'*' if name == default else ' '} {kind:<10} {name:<28} {desc}")
     return EXIT_OK
 
 

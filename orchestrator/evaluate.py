@@ -95,7 +95,11 @@ def absorbed(rec):
 
 
 def evaluate(s, rec, out_dir, accel):
-    """-> (summary dict, checks list). Raises InfraCheckFailed when MSI is not in use."""
+    """-> (summary dict, checks list). Raises InfraCheckFailed when MSI is not in use, or
+    when a Natsume run's interrupts did not take Natsume's fast path."""
+    if rec.natsume_fast_path == 0:
+        raise InfraCheckFailed("Natsume's fast path took no interrupt (debug key j: fast-path irqs=0): "
+                               "this run would be a stock result under a Natsume label")
     if not s.measurement.stamping:
         summary = {"scenario": s.name, "variant": s.hypervisor.variant, "load": s.measurement.load,
                    "accelerator": accel, "stamping": False, "absorbed": absorbed(rec), "traffic": rec.traffic,
@@ -134,6 +138,7 @@ def evaluate(s, rec, out_dir, accel):
         "guest_lost_events": guest.lost_events, "trace_lost_records": lost,
         "trace_truncated_at": trace.truncated_at, **analysis.summary(pairing),
         "traffic": rec.traffic, "absorbed": absorbed(rec), "stamping": True,
+        "natsume_fast_path_irqs": rec.natsume_fast_path,
         "counters_before": rec.counters_before, "counters_after": rec.counters_after,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -41,6 +41,7 @@ class MeasureRecords:
     xen_irq_table: str = ""  # Xen's `i` debug-key dump, taken after the guests bound their IRQs
     guest_irq_mode: str = "unknown"  # what the RT guest reported: msi, msix or intx
     guest_irqs: dict = field(default_factory=dict)  # the e1000e's Linux IRQs in the guest -> their names
+    natsume_fast_path: int = None  # interrupts Natsume's dedicated handler took (None: stock)
 
 
 class GuestConsole:
@@ -218,6 +219,8 @@ def measure(agent, s, share_dir, say):
             stop_xentrace(agent, pid, render.SHARE_MOUNT)
             rt.command("rtagent stop", r"^RTAGENT-STOPPED", 60)
     rec.counters_after = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
+    if s.hypervisor.variant == "natsume":
+        rec.natsume_fast_path = natsume_counters(agent, share_dir / "natsume-counters.txt")
     (share_dir / "traffic.json").write_text(json.dumps(
         {"sent": rec.traffic, "before": rec.counters_before, "after": rec.counters_after}, indent=2) + "\n")
     sysinfo(agent, rt, share_dir / "sysinfo-after")
@@ -225,6 +228,17 @@ def measure(agent, s, share_dir, say):
         rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.measure,
                    to_file=f"{render.SHARE_MOUNT}/{GUEST_DUMP}")
     return rec
+
+
+def natsume_counters(agent, path):
+    """Natsume's evidence (debug key j): how many interrupts took the fast path."""
+    text = agent.run("xl debug-keys j; xl dmesg | tail -n 40", timeout=60, check=True).stdout
+    text = text[text.rfind("natsume: fast-path"):] if "natsume: fast-path" in text else text
+    path.write_text(text)
+    m = re.search(r"natsume: fast-path irqs=(\d+)", text)
+    if not m:
+        raise MeasureError("Xen's `j` debug key printed no Natsume fast-path counter: is this the natsume build?")
+    return int(m.group(1))
 
 
 def start_probes(agent, rt, s, rec):

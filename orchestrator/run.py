@@ -21,7 +21,11 @@ END_STAGES = ("collect", "shutdown")
 
 
 def stage_names(s):
-    return BOOT_STAGES + (MEASURE_STAGES if s.measurement.enabled else ()) + END_STAGES
+    boot_stages = BOOT_STAGES
+    if s.hypervisor.variant == "natsume":
+        i = BOOT_STAGES.index("dom0_ready") + 1
+        boot_stages = BOOT_STAGES[:i] + ("natsume_option",) + BOOT_STAGES[i:]
+    return boot_stages + (MEASURE_STAGES if s.measurement.enabled else ()) + END_STAGES
 
 
 @dataclass
@@ -83,6 +87,9 @@ def boot_stack(s, argv, paths, logs, runner, upto=None):
             st.detail = boot.iommu(machine, console, t.xen_banner)
         with runner.stage("dom0_ready") as st:
             st.detail = boot.dom0_ready(machine, console, t.dom0_ready)
+        if s.hypervisor.variant == "natsume":
+            with runner.stage("natsume_option") as st:
+                st.detail = boot.natsume_option(console)
         console.drain()
         if upto == "dom0_ready":
             return machine, console, agent

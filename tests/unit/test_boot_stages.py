@@ -25,7 +25,7 @@ LOAD_LOG = "TESTBED-NET eth0 00:16:3e:00:00:02 up\nTESTBED-GUEST-READY role=load
 
 @pytest.fixture
 def s():
-    return scenario.load(ROOT / "testbed.yaml")
+    return scenario.load(ROOT / "testbed.yaml", "load-on-stock")
 
 
 def healthy_agent():
@@ -161,3 +161,18 @@ def test_guest_that_ignores_shutdown_fails_the_stage_but_qemu_still_quits():
     with pytest.raises(boot.BootFailure, match="guests did not shut down"):
         boot.shutdown(agent, machine, 0.5)
     assert machine.events == ["shutdown"]
+
+
+def test_natsume_option_accepted_or_refused_as_scenario_error():
+    ok = FakeConsole("(XEN) natsume: device 0000:00:04.0 -> pCPU 1, preempt on, idle halt (x)\r\r\n")
+    ok.pos = len(ok.full)
+    assert boot.natsume_option(ok).startswith("natsume: device 0000:00:04.0 -> pCPU 1")
+    bad = FakeConsole("(XEN) natsume: no PCI device 0000:00:09.0 at boot\r\r\n"
+                      "(XEN) natsume: option refused, Xen continues as stock (no dedicated device)\r\r\n")
+    bad.pos = len(bad.full)
+    with pytest.raises(boot.NatsumeOptionRefused, match="scenario error: .*no PCI device 0000:00:09.0 at boot"):
+        boot.natsume_option(bad)
+    stock = FakeConsole("(XEN) Xen version 4.17.5\n")
+    stock.pos = len(stock.full)
+    with pytest.raises(boot.BootFailure, match="neither an accepted nor a refused"):
+        boot.natsume_option(stock)

@@ -54,8 +54,10 @@ def test_report_without_samples_says_so(tmp_path):
 
 
 def _file_with(tmp_path, extra):
+    """testbed.yaml with more comparisons (`extra` is a `comparisons:` block)."""
     path = tmp_path / "t.yaml"
-    path.write_text((ROOT / "testbed.yaml").read_text() + textwrap.dedent(extra))
+    entries = textwrap.dedent(extra).split("\n", 1)[1]
+    path.write_text((ROOT / "testbed.yaml").read_text().replace("comparisons:\n", "comparisons:\n" + entries, 1))
     return path
 
 

@@ -115,3 +115,13 @@ def test_guest_stamps_outside_the_trace_are_left_out(tmp_path, s):
     summary, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
     assert summary["outside_common_window"] == 3
     assert summary["paired"] == 3 and summary["unpaired_guest"] == 0
+
+
+def test_natsume_run_without_fast_path_is_refused(tmp_path, s):
+    rec = _records(tmp_path, [1000], [1500])
+    rec.natsume_fast_path = 0
+    with pytest.raises(evaluate.InfraCheckFailed, match="fast path took no interrupt"):
+        evaluate.evaluate(s, rec, tmp_path, "tcg")
+    rec.natsume_fast_path = 12
+    summary, _ = evaluate.evaluate(s, rec, tmp_path, "tcg")
+    assert summary["natsume_fast_path_irqs"] == 12

@@ -14,8 +14,11 @@ DEFAULT = ROOT / "testbed.yaml"
 def test_default_file_is_valid_and_resolves():
     names = scenario.validate_file(DEFAULT)
     assert "boot-stock" in names
-    s = scenario.load(DEFAULT)
-    assert s.name == "load-on-stock" and s.measurement.enabled and s.measurement.load
+    s = scenario.load(DEFAULT, "load-on-stock")
+    assert s.measurement.enabled and s.measurement.load
+    default = scenario.load_target(DEFAULT)
+    assert isinstance(default, scenario.Comparison) and default.name == "stock-vs-natsume"
+    assert [x.hypervisor.variant for x in default.scenarios] == ["stock", "natsume"]
     assert s.nics.measured.model == "e1000e" and s.nics.measured.bdf == "0000:00:04.0"
     assert s.nics.load.model == "e1000" and s.nics.load.irq_mode == "intx"
     assert s.rt_guest.pcpu not in s.dom0.pcpus and s.rt_guest.pcpu not in s.load_guest.pcpus
@@ -25,7 +28,7 @@ def test_default_file_is_valid_and_resolves():
 def test_scenario_overrides_only_what_it_names():
     s = scenario.load(DEFAULT, "boot-stock-icount")
     assert s.machine.icount == 4
-    assert s.machine.cpus == scenario.load(DEFAULT).machine.cpus
+    assert s.machine.cpus == scenario.load(DEFAULT, "boot-stock").machine.cpus
 
 
 def _problems(tmp_path, text, name=None):
@@ -146,7 +149,7 @@ def test_duplicate_key_is_an_error(tmp_path):
 def test_bad_top_level_and_default_scenario(tmp_path):
     problems = _problems(tmp_path, "defualts: {}\nscenarios: {}\n")
     assert any("unknown key 'defualts'" in p for p in problems)
-    text = DEFAULT.read_text().replace("default_scenario: load-on-stock", "default_scenario: nope")
+    text = DEFAULT.read_text().replace("default_scenario: stock-vs-natsume", "default_scenario: nope")
     path = tmp_path / "d.yaml"
     path.write_text(text)
     with pytest.raises(ScenarioError) as info:
