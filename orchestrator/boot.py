@@ -10,8 +10,6 @@ import time
 
 from . import render
 
-STAGES = ("qemu_up", "xen_banner", "iommu", "dom0_ready", "toolstack", "rt_guest", "load_guest", "collect",
-          "shutdown")
 XEN_PANIC = r"Panic on CPU \d+|Reboot in five seconds|FATAL PAGE FAULT"
 IOMMU_EXPECTED = ("I/O virtualisation enabled", "Interrupt remapping enabled")
 GUEST_LOG = "/var/log/xen/console/guest-{name}.log"
