@@ -41,7 +41,7 @@ def timed_run(label, scenario, env):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-cold", action="store_true", help="only the warm run")
-    ap.add_argument("--scenario", default="")
+    ap.add_argument("--scenario", default="boot-stock", help="default: boot-stock (boot only)")
     args = ap.parse_args()
     runs = []
     if not args.skip_cold:
