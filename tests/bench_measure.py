@@ -34,8 +34,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--file", default=str(ROOT / "testbed.yaml"))
     ap.add_argument("--scenario", default="load-on-stock")
+    ap.add_argument("--bursts", type=int, help="override the scenario's burst count (shorter runs)")
     args = ap.parse_args()
     on = scenario.load(args.file, args.scenario)
+    if args.bursts:
+        on = dataclasses.replace(on, measurement=dataclasses.replace(on.measurement, bursts=args.bursts))
     off = dataclasses.replace(on, measurement=dataclasses.replace(on.measurement, stamping=False))
     runs = [one(args.file, off, "stamping off"), one(args.file, on, "stamping on")]
     stamped = runs[1]
