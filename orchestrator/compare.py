@@ -66,16 +66,20 @@ def write_report(comp, outcomes, folder):
                   "![CDF](latency-cdf.png)", "", "![box plot](latency-box.png)", ""]
     else:
         lines += ["**No comparison**: the baseline or every other run has no samples (see the runs below).", ""]
-    lines += ["## Runs", "", "| scenario | variant | exit | paired | unpaired | traffic sent (measured / load) | bundle |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["## Runs", "", "| scenario | variant | exit | paired | unpaired | coalesced VMM entries | "
+              "traffic sent (measured / load) | RT guest rx | Natsume fast-path IRQs | bundle |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for s, o in outcomes:
         summary, _ = runs[s.name]
         traffic = (summary or {}).get("traffic", {})
         sent = " / ".join(str(traffic.get(k, {}).get("frames", "–")) for k in ("measured", "load"))
         paired = summary["paired"] if summary else "–"
-        unpaired = f"{100 * summary['unpaired_fraction']:.2f} %" if summary else "–"
-        lines.append(f"| {s.name} | {s.hypervisor.variant} | {o.code} | {paired} | {unpaired} | {sent} | "
-                     f"runs/{o.bundle.name} |")
+        unpaired = f"{summary['unpaired_pct']:.2f} %" if summary else "–"
+        coalesced = (summary or {}).get("coalesced_vmm", "–")
+        rx = (summary or {}).get("absorbed", {}).get("rt_guest_rx", "–")
+        fast = (summary or {}).get("natsume_fast_path_irqs")
+        lines.append(f"| {s.name} | {s.hypervisor.variant} | {o.code} | {paired} | {unpaired} | {coalesced} | {sent} | "
+                     f"{rx} | {'–' if fast is None else fast} | runs/{o.bundle.name} |")
     lines += ["", "Reproduce: `make testbed run SCENARIO=" + comp.name + "` (see reproducer.sh).", ""]
     text = "\n".join(lines)
     (folder / "report.md").write_text(text)

@@ -25,7 +25,8 @@ def _fake_run(tmp_path, name, latencies, code=0):
     samples = [analysis.Sample(i, 1, 29, 1000 * i, 1000 * i + lat, lat, float(lat)) for i, lat in enumerate(latencies)]
     analysis.write_samples_csv(folder / "samples.csv", samples)
     summary = {"latency_ns": analysis.stats([float(x) for x in latencies]), "accelerator": "tcg",
-               "paired": len(samples), "unpaired_fraction": 0.0,
+               "paired": len(samples), "unpaired_pct": 0.0, "coalesced_vmm": 2,
+               "absorbed": {"rt_guest_rx": 500},
                "traffic": {"measured": {"frames": 1024}, "load": {"frames": 99}}}
     (folder / "summary.json").write_text(json.dumps(summary))
     return SimpleNamespace(bundle=folder, code=code, checks=[])
@@ -40,7 +41,7 @@ def test_report_has_table_plots_and_runs(tmp_path):
     assert "emulated time" in text and "one after the other in this one invocation" in text
     assert "| median | 6.00 | 3.00 | +3.00 | +50.0 % |" in text
     assert (tmp_path / "latency-cdf.png").exists() and (tmp_path / "latency-box.png").exists()
-    assert "| other | stock | 0 | 3 | 0.00 % | 1024 / 99 |" in text
+    assert "| other | stock | 0 | 3 | 0.00 % | 2 | 1024 / 99 | 500 | – |" in text
     assert json.loads((tmp_path / "comparison.json").read_text())["baseline"] == "load-on-stock"
 
 
