@@ -73,9 +73,10 @@ class NatsumeOptionRefused(BootFailure):
     """Xen refused the rendered natsume= option: a scenario error, reported as such."""
 
 
-def natsume_option(console):
-    """The natsume= option must have been accepted by Xen (it boots on as stock when refused)."""
-    log = console.text()
+def natsume_option(agent):
+    """The natsume= option must have been accepted by Xen (it boots on as stock when refused).
+    Read from `xl dmesg`: the emulated serial console can duplicate characters."""
+    log = agent.run("xl dmesg", timeout=60, check=True).stdout
     accepted = re.search(NATSUME_ACCEPTED, log)
     if accepted:
         return accepted.group(0).strip()

@@ -23,7 +23,7 @@ END_STAGES = ("collect", "shutdown")
 def stage_names(s):
     boot_stages = BOOT_STAGES
     if s.hypervisor.variant == "natsume":
-        i = BOOT_STAGES.index("dom0_ready") + 1
+        i = BOOT_STAGES.index("toolstack") + 1
         boot_stages = BOOT_STAGES[:i] + ("natsume_option",) + BOOT_STAGES[i:]
     return boot_stages + (MEASURE_STAGES if s.measurement.enabled else ()) + END_STAGES
 
@@ -87,14 +87,14 @@ def boot_stack(s, argv, paths, logs, runner, upto=None):
             st.detail = boot.iommu(machine, console, t.xen_banner)
         with runner.stage("dom0_ready") as st:
             st.detail = boot.dom0_ready(machine, console, t.dom0_ready)
-        if s.hypervisor.variant == "natsume":
-            with runner.stage("natsume_option") as st:
-                st.detail = boot.natsume_option(console)
         console.drain()
         if upto == "dom0_ready":
             return machine, console, agent
         with runner.stage("toolstack") as st:
             st.detail = boot.toolstack(agent, s, t.toolstack)
+        if s.hypervisor.variant == "natsume":
+            with runner.stage("natsume_option") as st:
+                st.detail = boot.natsume_option(agent)
         with runner.stage("rt_guest") as st:
             st.detail = boot.rt_guest(agent, s, t.rt_guest)
         with runner.stage("load_guest") as st:

@@ -164,15 +164,12 @@ def test_guest_that_ignores_shutdown_fails_the_stage_but_qemu_still_quits():
 
 
 def test_natsume_option_accepted_or_refused_as_scenario_error():
-    ok = FakeConsole("(XEN) natsume: device 0000:00:04.0 -> pCPU 1, preempt on, idle halt (x)\r\r\n")
-    ok.pos = len(ok.full)
+    ok = FakeAgent([(r"^xl dmesg$", (0, "(XEN) natsume: device 0000:00:04.0 -> pCPU 1, preempt on, idle halt (x)\n"))])
     assert boot.natsume_option(ok).startswith("natsume: device 0000:00:04.0 -> pCPU 1")
-    bad = FakeConsole("(XEN) natsume: no PCI device 0000:00:09.0 at boot\r\r\n"
-                      "(XEN) natsume: option refused, Xen continues as stock (no dedicated device)\r\r\n")
-    bad.pos = len(bad.full)
+    bad = FakeAgent([(r"^xl dmesg$", (0, "(XEN) natsume: no PCI device 0000:00:09.0 at boot\n"
+                                        "(XEN) natsume: option refused, Xen continues as stock (no dedicated device)\n"))])
     with pytest.raises(boot.NatsumeOptionRefused, match="scenario error: .*no PCI device 0000:00:09.0 at boot"):
         boot.natsume_option(bad)
-    stock = FakeConsole("(XEN) Xen version 4.17.5\n")
-    stock.pos = len(stock.full)
+    stock = FakeAgent([(r"^xl dmesg$", (0, "(XEN) Xen version 4.17.5\n"))])
     with pytest.raises(boot.BootFailure, match="neither an accepted nor a refused"):
         boot.natsume_option(stock)
