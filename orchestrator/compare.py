@@ -35,6 +35,8 @@ def run_comparison(scenario_file, comp, results_dir, say):
     report.junit(b.dir / "junit.xml", f"testbed.{comp.name}", runner.results,
                  [c for _, o in outcomes for c in (o.checks or [])])
     final, tar = b.finish(manifest, runner, bundle.reproducer(comp.name, b.run_id, manifest["git"]["commit"]))
+    for _, o in outcomes:  # the runs moved with the comparison's folder when it was renamed into place
+        o.bundle = final / "runs" / o.bundle.name
     return code, final, tar, runner, outcomes, text
 
 
