@@ -45,11 +45,10 @@ def _planned_paths(s, folder):
     """Paths of a hand run: images where the cache will hold them, run files in `folder`."""
     keys = images.cache_keys(s.hypervisor.variant)
     imgs = images.Images({n: images.image_dir(n, k) for n, k in keys.items()})
+    from .run import Workdir
+
     folder = Path(folder).resolve()
-    return imgs, render.RunPaths(xen=str(imgs.xen), kernel=str(imgs.kernel), dom0_initrd=str(folder / "dom0-initrd"),
-                                 serial_socket=str(folder / "serial.sock"), serial_log=str(folder / "console.log"),
-                                 qmp_socket=str(folder / "qmp.sock"), qga_socket=str(folder / "qga.sock"),
-                                 share_dir=str(folder / "share"))
+    return imgs, Workdir(folder).paths(imgs, folder / "console.log", folder / "share")
 
 
 def _hand_accel(s):
