@@ -29,6 +29,11 @@
 #                      capability state from config space (lspci-like
 #                      "MSI: Enable+"), the NIC's counters, RTAGENT-SYSINFO-END
 #   rtagent status  -> RTAGENT-STATUS tracing_on=.. clock=.. entries=..
+#   rtagent calibrate [N] [TRIALS]
+#                   /bin/tsccal: a loop of exactly 2N instructions between two
+#                   TSC reads, and the reads alone, each the minimum of TRIALS
+#                   runs (default N=200000, TRIALS=30)
+#                   -> RTAGENT-CALIBRATE n=<2N> base=<ticks> loop=<ticks>
 # Errors: RTAGENT-ERROR <text>, exit status 1.
 # State: /run/rtagent.state (interface, IRQ list, upcall event, saved printk level).
 
@@ -267,7 +272,13 @@ cmd_status() {
     echo "RTAGENT-STATUS tracing_on=$(cat $T/tracing_on) clock=$clk $(cpu_stats)"
 }
 
+cmd_calibrate() {
+    out=$(/bin/tsccal "${1:-200000}" "${2:-30}") || err "tsccal failed: $out"
+    echo "RTAGENT-CALIBRATE ${out#TSCCAL }"
+}
+
 case "$1" in
+calibrate) shift; cmd_calibrate "$@" ;;
 start) shift; cmd_start "$@" ;;
 stop) cmd_stop ;;
 dump) cmd_dump ;;
@@ -275,5 +286,5 @@ counters) counters ;;
 irqs) shift; cmd_irqs "$@" ;;
 sysinfo) cmd_sysinfo ;;
 status) cmd_status ;;
-*) echo "RTAGENT-ERROR usage: rtagent start [--upcall] [IFACE]|stop|dump|counters|irqs|sysinfo|status"; exit 1 ;;
+*) echo "RTAGENT-ERROR usage: rtagent start [--upcall] [IFACE]|stop|dump|counters|irqs|sysinfo|status|calibrate [N] [TRIALS]"; exit 1 ;;
 esac

@@ -3,7 +3,8 @@
 #
 # A busybox-static initramfs for the PV guests (domUs): /init is
 # guest_agents/guest-init.sh, /bin/rtagent is guest_agents/rtagent.sh (the RT
-# guest's ftrace stamp agent), busybox applets as symlinks, and only the kernel
+# guest's ftrace stamp agent), /bin/tsccal from guest_agents/tsccal.c (the TSC
+# calibration loop, compiled freestanding), busybox applets as symlinks, and only the kernel
 # modules the guests need (xen-pcifront, e1000e, e1000, xen-netfront and their
 # dependencies; ptp/pps_core are built into Debian's kernel) from KERNEL_DIR
 # (an output of fetch-kernel.sh), with depmod -b.
@@ -23,14 +24,16 @@ INIT_SRC=$REPO_DIR/guest_agents/guest-init.sh
 [ -f "$INIT_SRC" ] || die "$INIT_SRC missing"
 RTAGENT_SRC=$REPO_DIR/guest_agents/rtagent.sh
 [ -f "$RTAGENT_SRC" ] || die "$RTAGENT_SRC missing"
+TSCCAL_SRC=$REPO_DIR/guest_agents/tsccal.c
+[ -f "$TSCCAL_SRC" ] || die "$TSCCAL_SRC missing"
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
 file -b "$BUSYBOX" | grep -q 'statically linked' || die "$BUSYBOX is not statically linked (install busybox-static)"
 [ "$(id -u)" = 0 ] || die "must run as root (creates /dev/console in the archive)"
-need cpio gzip depmod file python3
+need cpio gzip depmod file python3 gcc
 MODULES="xen-pcifront e1000e ptp pps_core e1000 xen-netfront"
 
-HASH=$(lib_inputs_hash "$INIT_SRC" "$RTAGENT_SRC" "$KDIR/versions.txt" "$BUSYBOX")
+HASH=$(lib_inputs_hash "$INIT_SRC" "$RTAGENT_SRC" "$TSCCAL_SRC" "$KDIR/versions.txt" "$BUSYBOX")
 if lib_up_to_date "$OUT" "$HASH" guest-initrd.cpio.gz; then exit 0; fi
 
 T0=$(date +%s)
@@ -51,6 +54,9 @@ log "busybox $("$BUSYBOX" | head -n1 | awk '{print $2}'): $n applet symlinks"
 install -m 0755 "$INIT_SRC" "$R/init"
 rm -f "$R/bin/rtagent"
 install -m 0755 "$RTAGENT_SRC" "$R/bin/rtagent"
+# Freestanding: no libc in the guest, and the loop's instructions are exactly what the source says.
+gcc -static -nostdlib -O2 -fno-stack-protector -fno-pie -no-pie -o "$R/bin/tsccal" "$TSCCAL_SRC" \
+    || die "cannot compile $TSCCAL_SRC"
 mknod -m 600 "$R/dev/console" c 5 1
 mknod -m 666 "$R/dev/null" c 1 3
 echo "root:x:0:0:root:/root:/bin/sh" >"$R/etc/passwd"
@@ -71,6 +77,7 @@ log "packing newc cpio + gzip -9"
     echo "busybox-static $(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown) $(sha256_of "$BUSYBOX")"
     echo "guest-init.sh - $(sha256_of "$INIT_SRC")"
     echo "rtagent.sh - $(sha256_of "$RTAGENT_SRC")"
+    echo "tsccal.c gcc-$(gcc -dumpfullversion) $(sha256_of "$TSCCAL_SRC")"
     echo "kernel-release $KVER -"
     grep -E '^(linux-image|vmlinuz)' "$KDIR/versions.txt" | sed 's/^/kernel:/'
     (cd "$R/lib/modules/$KVER" && find . -name '*.ko*' | LC_ALL=C sort | while read -r f; do

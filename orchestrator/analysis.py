@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 from .errors import TestbedError
 
-CSV_COLUMNS = ("sequence", "cpu", "irq", "vmm_tsc", "guest_tsc", "latency_cycles", "latency_ns")
 PERCENTILES = {"p90": 0.90, "p99": 0.99, "p999": 0.999}
 
 
@@ -52,9 +51,9 @@ class Sample:
     irq: int  # Xen's physical IRQ
     vmm_tsc: int
     guest_tsc: int
-    latency_cycles: int
+    latency_ticks: int
     latency_ns: float
-    upcall_tsc: int | None = None  # carried along for split latencies; not a CSV column
+    upcall_tsc: int | None = None  # the guest's upcall entry before its handler, if stamped
 
 
 @dataclass
@@ -213,41 +212,70 @@ def summary(pairing):
             "unpaired_guest": pairing.unpaired_guest, "nonpositive": len(pairing.nonpositive),
             "vmm_outside": pairing.vmm_outside, "unpaired_fraction": pairing.unpaired_fraction,
             "latency_ns": stats([s.latency_ns for s in pairing.samples]),
-            "latency_cycles": stats([s.latency_cycles for s in pairing.samples])}
+            "latency_ticks": stats([s.latency_ticks for s in pairing.samples])}
 
 
 # ---------------------------------------------------------------- samples.csv
 
-def write_samples_csv(path, samples):
+# One row per paired interrupt. latency_ticks is the primary quantity (TSC ticks: guest
+# instructions under instruction timing); latency_ns converts it at Xen's reported TSC rate.
+# The breakdown columns (breakdown.SEGMENTS) are empty where a path has no such segment.
+BASE_COLUMNS = ("sequence", "cpu", "irq", "vmm_tsc", "guest_tsc", "upcall_tsc", "latency_ticks", "latency_ns")
+
+
+def csv_columns():
+    from .breakdown import SEGMENT_NAMES
+    return BASE_COLUMNS + ("path",) + SEGMENT_NAMES
+
+
+def write_samples_csv(path, samples, breakdowns=None):
+    from .breakdown import SEGMENT_NAMES
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(CSV_COLUMNS)
-        for s in samples:
-            w.writerow((s.seq, s.cpu, s.irq, s.vmm_tsc, s.guest_tsc, s.latency_cycles, f"{s.latency_ns:.3f}"))
+        w.writerow(csv_columns())
+        for i, s in enumerate(samples):
+            b = breakdowns[i] if breakdowns else None
+            segs = [("" if b is None or b.segments[n] is None else b.segments[n]) for n in SEGMENT_NAMES]
+            w.writerow((s.seq, s.cpu, s.irq, s.vmm_tsc, s.guest_tsc, "" if s.upcall_tsc is None else s.upcall_tsc,
+                        s.latency_ticks, f"{s.latency_ns:.3f}", "" if b is None else b.path, *segs))
 
 
 def read_samples_csv(path):
+    """-> list of (Sample, Breakdown or None)."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
     except OSError as exc:
         raise AnalysisError(f"{path}: cannot read samples: {exc.strerror}") from None
-    if not rows or tuple(rows[0]) != CSV_COLUMNS:
+    columns = csv_columns()
+    if not rows or tuple(rows[0]) != columns:
         found = ",".join(rows[0]) if rows else "an empty file"
-        raise AnalysisError(f"{path}:1: expected header {','.join(CSV_COLUMNS)}, found {found}")
-    return [_csv_sample(path, n, row) for n, row in enumerate(rows[1:], start=2) if row]
+        raise AnalysisError(f"{path}:1: expected header {','.join(columns)}, found {found}")
+    return [_csv_row(path, n, row, columns) for n, row in enumerate(rows[1:], start=2) if row]
 
 
-def _csv_sample(path, line, row):
-    if len(row) != len(CSV_COLUMNS):
-        raise AnalysisError(f"{path}:{line}: {len(row)} fields, expected {len(CSV_COLUMNS)}")
-    values = []
-    for column, text in zip(CSV_COLUMNS, row):
+def _csv_row(path, line, row, columns):
+    from .breakdown import PATHS, SEGMENT_NAMES, Breakdown
+    if len(row) != len(columns):
+        raise AnalysisError(f"{path}:{line}: {len(row)} fields, expected {len(columns)}")
+    values = {}
+    for column, text in zip(columns, row):
+        if column == "path":
+            if text and text not in PATHS:
+                raise AnalysisError(f"{path}:{line}: column path: {text!r} is not one of {', '.join(PATHS)}")
+            values[column] = text
+            continue
+        if text == "" and (column == "upcall_tsc" or column in SEGMENT_NAMES):
+            values[column] = None
+            continue
         try:
-            values.append(float(text) if column == "latency_ns" else int(text))
+            values[column] = float(text) if column == "latency_ns" else int(text)
         except ValueError:
             raise AnalysisError(f"{path}:{line}: column {column}: {text!r} is not a number") from None
-    return Sample(*values)
+    sample = Sample(values["sequence"], values["cpu"], values["irq"], values["vmm_tsc"], values["guest_tsc"],
+                    values["latency_ticks"], values["latency_ns"], values["upcall_tsc"])
+    brk = Breakdown(values["path"], {n: values[n] for n in SEGMENT_NAMES}) if values["path"] else None
+    return sample, brk
 
 
 # ---------------------------------------------------------------- guest ftrace records

@@ -99,9 +99,36 @@ def toolstack(agent, s, timeout):
     out = agent.run("xl list", timeout=timeout).stdout
     if not re.search(r"^Domain-0\s", out, re.M):
         raise BootFailure(f"`xl list` does not show Domain-0:\n{out}")
+    pinned = pin_dom0(agent, s, timeout)
+    detail = f"xl list shows Domain-0; dom0 {pinned}"
+    if s.dom0.load_nic_irq_vcpu is not None:
+        detail += "; " + steer_load_nic_irq(agent, s, timeout)
+    return detail
+
+
+def pin_dom0(agent, s, timeout):
+    """One to one when dom0 has a pCPU per vCPU (vCPU i on pcpus[i]), else all vCPUs on all of them."""
+    if len(s.dom0.pcpus) == s.dom0.vcpus:
+        for vcpu, pcpu in enumerate(s.dom0.pcpus):
+            agent.run(f"xl vcpu-pin Domain-0 {vcpu} {pcpu}", timeout=timeout, check=True)
+        return "vCPUs pinned one to one to pCPUs " + ",".join(str(c) for c in s.dom0.pcpus)
     pcpus = ",".join(str(c) for c in s.dom0.pcpus)
     agent.run(f"xl vcpu-pin Domain-0 all {pcpus}", timeout=timeout, check=True)
-    return f"xl list shows Domain-0; dom0 pinned to pCPU {pcpus}"
+    return f"pinned to pCPU {pcpus}"
+
+
+def steer_load_nic_irq(agent, s, timeout):
+    """Bind the load NIC's interrupt to one dom0 vCPU: Linux rebinds its event channel
+    (EVTCHNOP_bind_vcpu), and Xen moves the physical IRQ's affinity to that vCPU's pCPU."""
+    vcpu = s.dom0.load_nic_irq_vcpu
+    mac = s.nics.load.mac
+    script = (f"for n in /sys/class/net/*; do [ \"$(cat $n/address)\" = {shlex.quote(mac)} ] && "
+              f"irq=$(cat $n/device/irq) && echo {1 << vcpu:x} > /proc/irq/$irq/smp_affinity && "
+              f"echo \"${{n##*/}} irq $irq -> $(cat /proc/irq/$irq/smp_affinity_list)\" && exit 0; done; exit 1")
+    res = agent.run(script, timeout=timeout)
+    if not res.ok:
+        raise BootFailure(f"cannot bind the load NIC's interrupt to dom0 vCPU {vcpu}: {res.stdout}{res.stderr}")
+    return f"load NIC {res.stdout.strip()} (dom0 vCPU {vcpu})"
 
 
 def _wait_for_log(agent, name, patterns, timeout):

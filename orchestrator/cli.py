@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from . import images, render, scenario
+from . import images, render, report, scenario
 from .errors import EXIT_BAD_INPUT, EXIT_OK, ScenarioError, TestbedError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,11 +151,13 @@ def _print_measurement(bundle_dir):
     if not summary.get("stamping", True):
         out.print("stamping off: no latencies (probe-cost run)")
         return
-    lat = summary["latency_ns"]
-    table = Table(title=f"interrupt latency, {summary['scenario']} (emulated time, {summary['accelerator']})")
+    unit = report.unit_of(summary)
+    lat = summary[unit.key]
+    table = Table(title=f"interrupt latency, {summary['scenario']} ({unit.label}; timing "
+                        f"{summary.get('timing', 'host')}, {summary['accelerator']})")
     for col in ("n", "min", "mean", "median", "p90", "p99", "p999", "max", "stddev"):
-        table.add_column(col + ("" if col == "n" else " µs"), justify="right")
-    table.add_row(*[("–" if lat[k] is None else str(lat[k]) if k == "n" else f"{lat[k] / 1000:.2f}")
+        table.add_column(col, justify="right")
+    table.add_row(*[("–" if lat[k] is None else str(lat[k]) if k == "n" else unit.show(lat[k]))
                     for k in ("n", "min", "mean", "median", "p90", "p99", "p999", "max", "stddev")])
     out.print(table)
     out.print(f"paired {summary['paired']}; unpaired VMM {summary['lonely_vmm']}, guest {summary['unpaired_guest']} "

@@ -1,15 +1,18 @@
-"""`testbed run <comparison>`: several scenarios, one after the other, in one
-invocation on one host, then the paper's Figure 2 as a table, an overlaid CDF
-and a box plot in one bundle. Each scenario keeps its own full bundle under
-runs/<scenario>/."""
+"""`testbed run <comparison>`: several scenarios in one invocation on one host, each run
+`repeats` times interleaved (A B A B ...), then the paper's Figure 2 as a table, bootstrap
+confidence intervals and a verdict per scenario against the baseline, the breakdown of
+each run's path, an overlaid CDF and a box plot, in one bundle. Each run keeps its own full
+bundle under runs/."""
 
 import json
 import time
 
-from . import analysis, bundle, report
+from . import analysis, breakdown, bundle, report, verdict
 from .errors import EXIT_OK
 from .run import run
 from .stages import StageResult, StageRunner
+
+VERDICT_STATS = ("median", "mean", "p99")  # the statistics with a CI; the verdict sentence uses the first
 
 
 def run_comparison(scenario_file, comp, results_dir, say):
@@ -17,18 +20,19 @@ def run_comparison(scenario_file, comp, results_dir, say):
     bundle.copy_into(scenario_file, b.config, "testbed.yaml")
     runner = StageRunner(report=lambda r: None)
     outcomes = []
-    for s in comp.scenarios:
-        say(f"[bold]── {comp.name}: scenario {s.name} ({len(outcomes) + 1}/{len(comp.scenarios)})[/bold]")
+    schedule = comp.schedule()
+    for i, (repeat, s) in enumerate(schedule, start=1):
+        say(f"[bold]── {comp.name}: run {i}/{len(schedule)}: scenario {s.name}, repeat {repeat}/{comp.repeats}[/bold]")
         t0 = time.monotonic()
         outcome = run(scenario_file, s, b.dir / "runs", say, pack=False)
         outcomes.append((s, outcome))
         status = "passed" if outcome.code == EXIT_OK else "failed"
-        runner.results.append(StageResult(f"run:{s.name}", status, time.monotonic() - t0,
+        runner.results.append(StageResult(f"run:{s.name}#{repeat}", status, time.monotonic() - t0,
                                           f"exit {outcome.code}, bundle runs/{outcome.bundle.name}"))
     text = write_report(comp, outcomes, b.dir)
     code = max(o.code for _, o in outcomes)
-    manifest = {"comparison": comp.name, "description": comp.description, "exit_code": code,
-                "status": "passed" if code == EXIT_OK else "failed", "git": bundle.git_state(),
+    manifest = {"comparison": comp.name, "description": comp.description, "repeats": comp.repeats,
+                "exit_code": code, "status": "passed" if code == EXIT_OK else "failed", "git": bundle.git_state(),
                 "host": bundle.host_facts(),
                 "runs": [{"scenario": s.name, "exit_code": o.code, "bundle": f"runs/{o.bundle.name}"}
                          for s, o in outcomes]}
@@ -41,52 +45,154 @@ def run_comparison(scenario_file, comp, results_dir, say):
 
 
 def _load_run(outcome):
+    """-> (summary, [(Sample, Breakdown|None)]) or (None, []) for a run without samples."""
     summary_path = outcome.bundle / "summary.json"
     samples_path = outcome.bundle / "samples.csv"
     if not summary_path.exists() or not samples_path.exists():
         return None, []
-    summary = json.loads(summary_path.read_text())
-    return summary, [x.latency_ns for x in analysis.read_samples_csv(samples_path)]
+    return json.loads(summary_path.read_text()), analysis.read_samples_csv(samples_path)
+
+
+def _unit(measured):
+    """The one display unit of the comparison; runs in different timing modes do not compare."""
+    timings = {summary.get("timing", "host") for summary, _ in measured}
+    if len(timings) > 1:
+        return None
+    return report.UNITS[timings.pop()] if timings else report.UNITS["host"]
 
 
 def write_report(comp, outcomes, folder):
     """report.md + comparison.json + overlaid plots; -> the markdown text."""
-    runs = {s.name: _load_run(o) for s, o in outcomes}
+    runs = [(s, o, *_load_run(o)) for s, o in outcomes]
+    measured = [(summary, rows) for _, _, summary, rows in runs if summary is not None and rows]
+    unit = _unit(measured)
+    by_scenario = {s.name: [] for s in comp.scenarios}  # name -> per-run latency lists, in run order
+    for s, _, summary, rows in runs:
+        if unit is not None and summary is not None and rows:
+            by_scenario[s.name].append([getattr(x, unit.key) for x, _ in rows])
     baseline = comp.scenarios[0].name
-    measured = {name: r for name, r in runs.items() if r[0] is not None}
-    series = {name: lat for name, (_, lat) in measured.items()}
-    stats = {name: summary["latency_ns"] for name, (summary, _) in measured.items()}
-    accel = next((summary["accelerator"] for summary, _ in measured.values()), "unknown")
-    lines = [f"# {comp.name}: interrupt latency, side by side", "", comp.description, "",
-             f"> {report.EMULATION_NOTE.format(accel=accel)} All runs below were made one after the other "
-             "in this one invocation, on one host, with identical traffic and load settings.", ""]
-    if baseline in stats and len(stats) > 1:
-        report.plot_cdf(series, folder / "latency-cdf.png", f"{comp.name}: latency CDF")
-        report.plot_box(series, folder / "latency-box.png", f"{comp.name}: latency")
-        lines += ["## Figure 2 as a table", "", f"Baseline: `{baseline}`. Improvement = (baseline − run) / baseline.",
-                  "", report.figure2_table(stats, baseline), "",
+    accel = next((summary["accelerator"] for summary, _ in measured), "unknown")
+    lines = [f"# {comp.name}: interrupt latency, side by side", "", comp.description, ""]
+    verdicts, results = {}, {}
+    if unit is None:
+        lines += ["**No comparison**: the runs were made in different timing modes (instructions and host).", ""]
+    elif by_scenario[baseline] and any(by_scenario[n] for n in by_scenario if n != baseline):
+        verdicts, results = _verdicts(by_scenario, baseline, unit)
+        lines += ["## Verdict", ""] + [f"- {v.sentence}" for v in verdicts.values()] + [""]
+        lines += [f"> {report.EMULATION_NOTE.format(accel=accel)} {report.TIMING_NOTES[unit.timing]} "
+                  f"Runs were interleaved ({comp.repeats} per scenario) in this one invocation, on one host, with "
+                  "identical traffic and load settings.", ""]
+        pooled = {name: [v for r in lists for v in r] for name, lists in by_scenario.items() if lists}
+        stats = {name: analysis.stats(values) for name, values in pooled.items()}
+        report.plot_cdf(pooled, folder / "latency-cdf.png", f"{comp.name}: latency CDF", unit)
+        report.plot_box(pooled, folder / "latency-box.png", f"{comp.name}: latency", unit)
+        lines += ["## Figure 2 as a table", "", f"Baseline: `{baseline}`. Improvement = (baseline − run) / baseline; "
+                  "all runs of a scenario pooled.", "", report.figure2_table(stats, baseline, unit), "",
+                  "## Confidence intervals", "", _ci_table(results, unit), "",
+                  "## Run-to-run spread", "", _spread_table(by_scenario, unit), "",
                   "![CDF](latency-cdf.png)", "", "![box plot](latency-box.png)", ""]
+        lines += _breakdown_section(runs, unit, folder, comp)
     else:
         lines += ["**No comparison**: the baseline or every other run has no samples (see the runs below).", ""]
-    lines += ["## Runs", "", "| scenario | variant | exit | paired | unpaired | coalesced VMM entries | "
-              "traffic sent (measured / load) | RT guest rx | Natsume fast-path IRQs | bundle |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for s, o in outcomes:
-        summary, _ = runs[s.name]
-        traffic = (summary or {}).get("traffic", {})
-        sent = " / ".join(str(traffic.get(k, {}).get("frames", "–")) for k in ("measured", "load"))
-        paired = summary["paired"] if summary else "–"
-        unpaired = f"{summary['unpaired_pct']:.2f} %" if summary else "–"
-        coalesced = (summary or {}).get("coalesced_vmm", "–")
-        rx = (summary or {}).get("absorbed", {}).get("rt_guest_rx", "–")
-        fast = (summary or {}).get("natsume_fast_path_irqs")
-        lines.append(f"| {s.name} | {s.hypervisor.variant} | {o.code} | {paired} | {unpaired} | {coalesced} | {sent} | "
-                     f"{rx} | {'–' if fast is None else fast} | runs/{o.bundle.name} |")
+    lines += _runs_table(runs)
     lines += ["", "Reproduce: `make testbed run SCENARIO=" + comp.name + "` (see reproducer.sh).", ""]
     text = "\n".join(lines)
     (folder / "report.md").write_text(text)
     (folder / "comparison.json").write_text(json.dumps(
-        {"baseline": baseline, "stats_ns": stats, "exit_codes": {s.name: o.code for s, o in outcomes}},
-        indent=2) + "\n")
+        {"baseline": baseline, "timing": unit.timing if unit else None, "unit": unit.label if unit else None,
+         "repeats": comp.repeats, "statistics": results,
+         "verdicts": {name: v.__dict__ for name, v in verdicts.items()},
+         "exit_codes": [[s.name, o.code] for s, o in outcomes]}, indent=2, default=list) + "\n")
     return text
 
+
+def _verdicts(by_scenario, baseline, unit):
+    """Bootstrap every other scenario against the baseline -> ({name: Verdict}, {name: result})."""
+    base_runs = by_scenario[baseline]
+    verdicts, results = {}, {}
+    for name, runs in by_scenario.items():
+        if name == baseline or not runs:
+            continue
+        results[name] = verdict.bootstrap_compare(base_runs, runs, stats=VERDICT_STATS)
+        verdicts[name] = verdict.verdict(results[name], VERDICT_STATS[0], baseline_name=baseline, other_name=name,
+                                         unit=unit.label)
+    return verdicts, results
+
+
+def _ci_table(results, unit):
+    pct = lambda r: "–" if r is None else f"{100 * (r - 1):+.1f} %"  # noqa: E731
+    lines = [f"| scenario | statistic | baseline | other | difference ({unit.label}) | 95 % CI | ratio | 95 % CI |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, result in results.items():
+        for stat, e in result["stats"].items():
+            lo, hi = e["difference_ci"]
+            ratio_ci = "–" if e["ratio_ci"] is None else f"{pct(e['ratio_ci'][0])} to {pct(e['ratio_ci'][1])}"
+            lines.append(f"| {name} | {stat} | {unit.show(e['baseline'])} | {unit.show(e['other'])} | "
+                         f"{unit.show(e['difference'])} | {unit.show(lo)} to {unit.show(hi)} | {pct(e['ratio'])} | "
+                         f"{ratio_ci} |")
+    return "\n".join(lines)
+
+
+def _spread_table(by_scenario, unit):
+    lines = ["| scenario | runs | per-run medians | spread (max − min) / median |", "|---|---|---|---|"]
+    for name, runs in by_scenario.items():
+        if not runs:
+            continue
+        spread = verdict.run_spread(runs)
+        rel = spread["relative_spread"]
+        lines.append(f"| {name} | {len(runs)} | {', '.join(unit.show(v) for v in spread['values'])} | "
+                     f"{'–' if rel is None else f'{100 * rel:.2f} %'} |")
+    return "\n".join(lines)
+
+
+def _breakdown_section(runs, unit, folder, comp):
+    """Per scenario (runs pooled): path classes, and each segment's median and p99 (ticks)."""
+    per = {}
+    for s, _, summary, rows in runs:
+        if summary is None or not rows or rows[0][1] is None:
+            continue
+        entry = per.setdefault(s.name, ([], []))
+        entry[0].extend(b for _, b in rows)
+        entry[1].extend(x.latency_ticks for x, _ in rows)
+    if not per:
+        return []
+    stats = {name: breakdown.segment_stats(b, lat) for name, (b, lat) in per.items()}
+    report.plot_breakdown(stats, folder / "breakdown.png", f"{comp.name}: where the ticks go (median per segment)")
+    head = "| scenario | path | n | latency median / p99 | " + " | ".join(breakdown.SEGMENT_NAMES) + " |"
+    lines = ["## Breakdown of the path (TSC ticks; median / p99 per segment)", "",
+             "Segments: " + "; ".join(f"`{n}` {d}" for n, d in breakdown.SEGMENTS) + ".", "",
+             head, "|" + "---|" * (4 + len(breakdown.SEGMENT_NAMES))]
+    for name, groups in stats.items():
+        for path, g in groups.items():
+            if not g["n"]:
+                continue
+            cells = [f"{_t(g[seg]['median'])} / {_t(g[seg]['p99'])}" for seg in breakdown.SEGMENT_NAMES]
+            lines.append(f"| {name} | {path} | {g['n']} | {_t(g['latency']['median'])} / {_t(g['latency']['p99'])} | "
+                         + " | ".join(cells) + " |")
+    return lines + ["", "![breakdown](breakdown.png)", ""]
+
+
+def _t(v):
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def _runs_table(runs):
+    lines = ["## Runs", "", "| scenario | variant | timing | exit | paired | unpaired | coalesced VMM entries | "
+             "paths (running / woken / coalesced / no notify / unmatched) | calibration (ticks per instruction) | "
+             "traffic sent (measured / load) | RT guest rx | Natsume fast-path IRQs | bundle |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s, o, summary, _ in runs:
+        summary = summary or {}
+        traffic = summary.get("traffic", {})
+        sent = " / ".join(str(traffic.get(k, {}).get("frames", "–")) for k in ("measured", "load"))
+        paths = summary.get("paths")
+        paths = " / ".join(str(paths.get(p, 0)) for p in breakdown.PATHS) if paths else "–"
+        cal = summary.get("calibration") or {}
+        cal = f"{cal['ticks_per_instruction']:.5f}" if "ticks_per_instruction" in cal else "–"
+        fast = summary.get("natsume_fast_path_irqs")
+        unpaired = f"{summary['unpaired_pct']:.2f} %" if "unpaired_pct" in summary else "–"
+        lines.append(f"| {s.name} | {s.hypervisor.variant} | {summary.get('timing', '–')} | {o.code} | "
+                     f"{summary.get('paired', '–')} | {unpaired} | {summary.get('coalesced_vmm', '–')} | {paths} | "
+                     f"{cal} | {sent} | {summary.get('absorbed', {}).get('rt_guest_rx', '–')} | "
+                     f"{'–' if fast is None else fast} | runs/{o.bundle.name} |")
+    return lines

@@ -9,7 +9,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from . import analysis, report, xentrace
+from . import analysis, breakdown, report, xentrace
+from .scenario import TIMINGS
 
 GUEST_IRQ_NAMES = ("eth0*",)  # the e1000e's vectors in the RT guest: eth0, eth0-rx-0, eth0-tx-0
 XEN_IRQ_LINE = re.compile(r"IRQ:\s*(\d+)\s+vec:([0-9a-f]+)\s+(\S+).*?\bd(\d+):\s*(\d+)\(")
@@ -102,7 +103,7 @@ def evaluate(s, rec, out_dir, accel):
                                "this run would be a stock result under a Natsume label")
     if not s.measurement.stamping:
         summary = {"scenario": s.name, "variant": s.hypervisor.variant, "load": s.measurement.load,
-                   "accelerator": accel, "stamping": False, "absorbed": absorbed(rec), "traffic": rec.traffic,
+                   "accelerator": accel, "timing": s.machine.timing, "stamping": False, "absorbed": absorbed(rec), "traffic": rec.traffic,
                    "counters_before": rec.counters_before, "counters_after": rec.counters_after}
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary, []
@@ -125,11 +126,16 @@ def evaluate(s, rec, out_dir, accel):
     merged, lonely = analysis.coalesced(vmm, pairing.samples)
     bad = lonely + pairing.unpaired_guest + len(pairing.nonpositive)
     unpaired_pct = 100 * bad / (len(pairing.samples) + bad) if pairing.samples or bad else 0.0
-    analysis.write_samples_csv(out_dir / "samples.csv", pairing.samples)
+    paths = xentrace.path_records(trace.records, str(rec.trace_path))
+    breakdowns = breakdown.attach(pairing.samples, paths, rec.rt_domid)
+    analysis.write_samples_csv(out_dir / "samples.csv", pairing.samples, breakdowns)
     m = s.measurement
+    timing = s.machine.timing
     summary = {
         "scenario": s.name, "variant": s.hypervisor.variant, "load": m.load, "accelerator": accel,
-        "note": report.EMULATION_NOTE.format(accel=accel), "tsc_khz": rec.tsc_khz,
+        "timing": timing, "unit": TIMINGS[timing], "calibration": rec.calibration,
+        "note": report.EMULATION_NOTE.format(accel=accel) + " " + report.TIMING_NOTES[timing],
+        "tsc_khz": rec.tsc_khz,
         "irq_mode_guest": rec.guest_irq_mode,
         "xen_irqs_of_rt_guest": [x.__dict__ for x in rt_irqs], "irq_map": irq_map, "irq_map_method": how,
         "vmm_stamps": len(vmm), "guest_stamps": len(stamps), "outside_common_window": outside,
@@ -139,13 +145,16 @@ def evaluate(s, rec, out_dir, accel):
         "trace_truncated_at": trace.truncated_at, **analysis.summary(pairing),
         "traffic": rec.traffic, "absorbed": absorbed(rec), "stamping": True,
         "natsume_fast_path_irqs": rec.natsume_fast_path,
+        "path_records": len(paths), "paths": breakdown.path_counts(breakdowns),
+        "breakdown": breakdown.segment_stats(breakdowns, [x.latency_ticks for x in pairing.samples]),
         "counters_before": rec.counters_before, "counters_after": rec.counters_after,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    latencies = [x.latency_ns for x in pairing.samples]
+    unit = report.UNITS[timing]
+    latencies = [getattr(x, unit.key) for x in pairing.samples]
     label = f"{s.hypervisor.variant}, load {'on' if m.load else 'off'}"
-    report.plot_histogram({label: latencies}, out_dir / "latency-histogram.png", f"{s.name}: interrupt latency")
-    report.plot_cdf({label: latencies}, out_dir / "latency-cdf.png", f"{s.name}: interrupt latency CDF")
+    report.plot_histogram({label: latencies}, out_dir / "latency-histogram.png", f"{s.name}: interrupt latency", unit)
+    report.plot_cdf({label: latencies}, out_dir / "latency-cdf.png", f"{s.name}: interrupt latency CDF", unit)
     checks = [
         check("enough_samples", len(pairing.samples) >= m.min_samples,
               f"{len(pairing.samples)} paired samples (need ≥ {m.min_samples})"),

@@ -52,7 +52,8 @@ def recipes(variant="stock"):
                                  env={"XEN_PATCHES": " ".join(str(p) for p in patches),
                                       "XEN_CONFIG_FRAGMENT": str(fragment)}),
         "guest-initramfs": Recipe("guest-initramfs", "build-guest-initramfs.sh",
-                                  inputs=(ROOT / "guest_agents" / "guest-init.sh", ROOT / "guest_agents" / "rtagent.sh"),
+                                  inputs=(ROOT / "guest_agents" / "guest-init.sh", ROOT / "guest_agents" / "rtagent.sh",
+                                          ROOT / "guest_agents" / "tsccal.c"),
                                   needs=("kernel",)),
         "dom0-rootfs": Recipe("dom0-rootfs", "build-dom0-rootfs.sh", needs=("kernel",)),
     }

@@ -191,8 +191,10 @@ class KvmVerdicts:
         self.path.write_text(json.dumps(data, indent=2))
 
 
-def choose_accel(requested, verdicts):
+def choose_accel(requested, verdicts, timing="host"):
     """-> (accel, notice). accel is 'tcg', 'kvm' or 'probe' (auto with no verdict yet)."""
+    if timing == "instructions":  # the scenario check refuses kvm with it; auto means TCG
+        return "tcg", "TCG: instruction-count timing (-icount shift=0) needs single-threaded TCG"
     if requested == "tcg":
         return "tcg", "TCG (as the scenario asks)"
     if requested == "kvm":

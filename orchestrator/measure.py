@@ -1,10 +1,11 @@
 """Stage 6: the paper's procedure on the booted stack.
 
-xentrace in dom0 records our VMM stamp (full TSC at Xen's interrupt entry)
-straight into the host share; `rtagent` in the RT guest stamps its handler
-entries with ftrace (trace_clock x86-tsc); the host floods the load NIC and
-sends bursts to the measured NIC; afterwards both records and the counters
-of every NIC are taken off the machine. Analysis happens on the host.
+xentrace in dom0 records our VMM stamps (full TSC at Xen's interrupt entry,
+and the TSCs of each upcall's delivery path) straight into the host share;
+`rtagent` in the RT guest stamps its handler entries with ftrace (trace_clock
+x86-tsc); the host floods the load NIC and sends bursts to the measured NIC;
+afterwards both records and the counters of every NIC are taken off the
+machine. Analysis happens on the host.
 """
 
 import json
@@ -15,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import render, traffic
+from . import render, traffic, xentrace
 from .boot import GUEST_LOG, BootFailure
 
-XENTRACE_EVENTS = "0x00802000"  # the TRC_HW_IRQ class: our TRC_NATSUME_IRQ_ENTRY is in it
+XENTRACE_EVENTS = xentrace.XENTRACE_EVENTS  # our TRC_TESTBED subclass only, in every variant
 TRACE_FILE = "xentrace.bin"
 DOM0_TRACE = "/tmp/xentrace.bin"
 GUEST_DUMP = "rt-guest-dump.log"
@@ -42,6 +43,7 @@ class MeasureRecords:
     guest_irq_mode: str = "unknown"  # what the RT guest reported: msi, msix or intx
     guest_irqs: dict = field(default_factory=dict)  # the e1000e's Linux IRQs in the guest -> their names
     natsume_fast_path: int = None  # interrupts Natsume's dedicated handler took (None: stock)
+    calibration: dict = field(default_factory=dict)  # calibrate(): what one TSC tick is in this run
 
 
 class GuestConsole:
@@ -103,6 +105,31 @@ def guest_counters(console):
     text = console.command("rtagent counters", r"^RTAGENT-COUNTERS ", 60)
     line = re.search(r"^RTAGENT-COUNTERS (.*)$", text, re.M).group(1)
     return dict(p.split("=", 1) for p in line.split() if "=" in p)
+
+
+CALIBRATION_TOLERANCE = 0.001  # instruction timing: a loop of N instructions reads N ticks within 0.1 %
+CALIBRATION_LOOP = 200_000  # iterations (2 instructions each): short enough that most trials run uninterrupted
+
+
+def calibrate(rt, timing):
+    """Time a loop of known instruction count in the RT guest (guest_agents/tsccal.c); -> a dict.
+    Under instruction timing one tick must be one instruction, or every latency of the run is in an
+    unknown unit: MeasureError (exit 2). Under host timing the ratio is reported, not checked."""
+    text = rt.command(f"rtagent calibrate {CALIBRATION_LOOP}", r"^RTAGENT-(CALIBRATE|ERROR) ", 120)
+    m = re.search(r"^RTAGENT-CALIBRATE n=(\d+) base=(\d+) loop=(\d+)", text, re.M)
+    if not m:
+        raise MeasureError(f"the RT guest's calibration loop printed no result:\n{text[-500:]}")
+    instructions, base, loop = (int(x) for x in m.groups())
+    ticks = loop - base
+    result = {"instructions": instructions, "ticks": ticks, "read_overhead_ticks": base,
+              "ticks_per_instruction": ticks / instructions, "tolerance": CALIBRATION_TOLERANCE,
+              "checked": timing == "instructions"}
+    result["ok"] = not result["checked"] or abs(ticks - instructions) <= CALIBRATION_TOLERANCE * instructions
+    if not result["ok"]:
+        raise MeasureError(f"calibration failed: a loop of {instructions} instructions in the RT guest read {ticks} "
+                           f"TSC ticks ({result['ticks_per_instruction']:.5f} per instruction; instruction timing "
+                           f"needs 1 within {CALIBRATION_TOLERANCE:.1%}): latencies would not be instruction counts")
+    return result
 
 
 def tsc_khz(agent):
@@ -207,6 +234,9 @@ def measure(agent, s, share_dir, say):
     mode = re.search(r"TESTBED-IRQMODE \S+ (\S+)", agent.run(f"cat {rt.log}", timeout=60).stdout)
     rec.guest_irq_mode = mode.group(1) if mode else "unknown"
     rec.xen_irq_table = xen_irq_table(agent)
+    rec.calibration = calibrate(rt, s.machine.timing)
+    say(f"calibration: {rec.calibration['instructions']} instructions read {rec.calibration['ticks']} ticks "
+        f"({rec.calibration['ticks_per_instruction']:.5f} per instruction)")
     sysinfo(agent, rt, share_dir / "sysinfo-before")
     rec.counters_before = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
     stamping = s.measurement.stamping

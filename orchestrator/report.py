@@ -5,6 +5,7 @@ emulated time, which the report says in its first lines.
 """
 
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -15,15 +16,47 @@ import matplotlib.pyplot as plt  # noqa: E402
 EMULATION_NOTE = ("Latencies were measured under QEMU ({accel}): they are emulated time, meaningful only "
                   "as comparisons between variants measured side by side in one run, never as absolute "
                   "microseconds of real hardware.")
+TIMING_NOTES = {
+    "instructions": ("Timing: instructions. Under QEMU's -icount shift=0 (single-threaded TCG) the guest TSC "
+                     "advances one tick per guest instruction (checked in every run by a calibration loop), so a "
+                     "latency is a count of instructions executed between the two stamps, by every vCPU. A µs "
+                     "figure is only an estimate at 1 instruction per ns."),
+    "host": ("Timing: host. The guest TSC follows the host clock under TCG, so a latency is mostly QEMU's "
+             "threads waiting for the host's cores: for smoke tests, not for comparisons."),
+}
 
 
-def plot_histogram(series, path, title):
-    """series: {label: [latency_ns, ...]}; one histogram per label, overlaid."""
+@dataclass(frozen=True)
+class Unit:
+    """How a run's latencies are shown: instruction timing in instructions, host timing in µs."""
+    timing: str
+    key: str  # the summary/sample field that holds the values shown
+    label: str  # axis and column label
+    scale: float  # shown = value * scale
+
+    def show(self, value):
+        if value is None:
+            return "–"
+        v = value * self.scale
+        return f"{v:,.0f}" if self.timing == "instructions" else f"{v:.2f}"
+
+
+UNITS = {"instructions": Unit("instructions", "latency_ticks", "instructions", 1.0),
+         "host": Unit("host", "latency_ns", "µs, host clock", 1e-3)}
+
+
+def unit_of(summary):
+    """The display unit of a run's summary (older bundles without `timing` were host-timed)."""
+    return UNITS[summary.get("timing", "host")]
+
+
+def plot_histogram(series, path, title, unit):
+    """series: {label: [latency in unit.key's quantity, ...]}; one histogram per label, overlaid."""
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for label, values in series.items():
         if values:
-            ax.hist([v / 1000 for v in values], bins=100, alpha=0.6, label=f"{label} (n={len(values)})")
-    ax.set_xlabel("latency, VMM interrupt entry to guest handler entry (µs, emulated)")
+            ax.hist([v * unit.scale for v in values], bins=100, alpha=0.6, label=f"{label} (n={len(values)})")
+    ax.set_xlabel(f"latency, VMM interrupt entry to guest handler entry ({unit.label})")
     ax.set_ylabel("interrupts")
     ax.set_title(title)
     ax.legend()
@@ -33,15 +66,15 @@ def plot_histogram(series, path, title):
     return Path(path)
 
 
-def plot_cdf(series, path, title):
+def plot_cdf(series, path, title, unit):
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for label, values in series.items():
         if values:
-            xs = sorted(v / 1000 for v in values)
+            xs = sorted(v * unit.scale for v in values)
             ys = [(i + 1) / len(xs) for i in range(len(xs))]
             ax.step(xs, ys, where="post", label=f"{label} (n={len(xs)})")
     ax.set_xscale("log")
-    ax.set_xlabel("latency (µs, emulated, log scale)")
+    ax.set_xlabel(f"latency ({unit.label}, log scale)")
     ax.set_ylabel("fraction of interrupts ≤ x")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
@@ -88,12 +121,12 @@ def stats_table(columns):
     return "\n".join(lines)
 
 
-def plot_box(series, path, title):
+def plot_box(series, path, title, unit):
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     labels = [k for k, v in series.items() if v]
-    ax.boxplot([[v / 1000 for v in series[k]] for k in labels], showfliers=False)
+    ax.boxplot([[v * unit.scale for v in series[k]] for k in labels], showfliers=False)
     ax.set_xticks(range(1, len(labels) + 1), labels)
-    ax.set_ylabel("latency (µs, emulated; whiskers 1.5 IQR, outliers hidden)")
+    ax.set_ylabel(f"latency ({unit.label}; whiskers 1.5 IQR, outliers hidden)")
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
@@ -105,27 +138,48 @@ def plot_box(series, path, title):
 FIGURE2_ROWS = ("min", "mean", "median", "p99", "max")
 
 
-def figure2_table(stats_by_label, baseline):
-    """The paper's Figure 2 as a table: each statistic per run (µs), and for each other run the
-    difference from the baseline and the improvement in % (positive = lower latency)."""
+def figure2_table(stats_by_label, baseline, unit):
+    """The paper's Figure 2 as a table: each statistic per run (in the unit), and for each other run
+    the difference from the baseline and the improvement in % (positive = lower latency)."""
     labels = list(stats_by_label)
     others = [x for x in labels if x != baseline]
-    head = ["statistic"] + [f"{x} (µs)" for x in labels]
+    head = ["statistic"] + [f"{x} ({unit.label})" for x in labels]
     for x in others:
-        head += [f"{baseline} − {x} (µs)", f"improvement of {x}"]
+        head += [f"{baseline} − {x} ({unit.label})", f"improvement of {x}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in FIGURE2_ROWS:
         base = stats_by_label[baseline].get(row)
-        cells = [row] + [_us(stats_by_label[x].get(row)) for x in labels]
+        cells = [row] + [unit.show(stats_by_label[x].get(row)) for x in labels]
         for x in others:
             value = stats_by_label[x].get(row)
             if base is None or value is None:
                 cells += ["–", "–"]
             else:
-                cells += [f"{(base - value) / 1000:+.2f}", f"{100 * (base - value) / base:+.1f} %" if base else "–"]
+                diff = unit.show(base - value)
+                cells += [diff if diff.startswith("-") else "+" + diff,
+                          f"{100 * (base - value) / base:+.1f} %" if base else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _us(value):
-    return "–" if value is None else f"{value / 1000:.2f}"
+
+def plot_breakdown(stats, path, title):
+    """Stacked bars: per scenario and path class, the median of each segment (ticks), so a reader
+    sees which segment one variant removes and which remains. stats: {scenario: segment_stats()}."""
+    from .breakdown import SEGMENT_NAMES
+    bars = [(f"{name}\n{p} (n={g['n']})", g) for name, groups in stats.items() for p, g in groups.items()
+            if p not in ("all", "unmatched") and g["n"]]
+    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(bars)), 4.5), dpi=110)
+    bottoms = [0.0] * len(bars)
+    for seg in SEGMENT_NAMES:
+        heights = [g[seg]["median"] or 0 for _, g in bars]
+        ax.bar(range(len(bars)), heights, bottom=bottoms, label=seg)
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    ax.set_xticks(range(len(bars)), [label for label, _ in bars], fontsize=7)
+    ax.set_ylabel("TSC ticks (median of each segment)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

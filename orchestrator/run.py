@@ -168,7 +168,8 @@ def run(scenario_file, s, results_dir, say, pack=True):
             st.detail = ", ".join(p.name for p in imgs.dirs.values())
         with runner.stage("render") as st:
             check_udp_ports_free([n.udp_port for n in (s.nics.measured, s.nics.load)])
-            accel, notice = choose_accel(s.machine.accel, KvmVerdicts(images.CACHE / "kvm-verdicts.json"))
+            accel, notice = choose_accel(s.machine.accel, KvmVerdicts(images.CACHE / "kvm-verdicts.json"),
+                                         s.machine.timing)
             if accel == "probe":
                 say("probing whether KVM boots Xen here (once per host; the verdict is cached)")
                 accel, notice = probe_kvm(s, imgs, KvmVerdicts(images.CACHE / "kvm-verdicts.json"), b.logs, say)
@@ -184,7 +185,8 @@ def run(scenario_file, s, results_dir, say, pack=True):
                 st.detail = f"traffic sent: {_traffic_line(records.traffic)}"
             with runner.stage("evaluate") as st:
                 summary, checks = evaluate.evaluate(s, records, b.dir, accel)
-                manifest["summary"] = {k: summary.get(k) for k in ("paired", "unpaired_pct", "latency_ns", "absorbed")}
+                manifest["summary"] = {k: summary.get(k) for k in ("timing", "calibration", "paired", "unpaired_pct",
+                                                                    "latency_ticks", "latency_ns", "paths", "absorbed")}
                 st.detail = f"{summary.get('paired', 'no')} paired samples; absorbed {summary['absorbed']}; " + \
                     ", ".join(f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in checks)
         with runner.stage("collect") as st:

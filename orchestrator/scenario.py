@@ -17,6 +17,10 @@ MAC_RE = r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"
 NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
 XEN_OPTION_RE = r"^[A-Za-z0-9_.,:=+/-]+$"  # one token on Xen's command line, no quoting needed
 # q35 slots the testbed already uses: host bridge, VGA, virtio-serial (guest agent), ICH9 LPC.
+# What one guest TSC tick is. `instructions` is the measuring mode: under -icount shift=0
+# (single-threaded TCG) QEMU's TSC advances one tick per guest instruction, so latencies repeat
+# to the instruction; `host` lets the TSC follow the host clock (smoke tests, KVM).
+TIMINGS = {"instructions": "instructions", "host": "ns"}  # mode -> the unit of a latency
 RESERVED_PCI_SLOTS = {0: "the host bridge", 1: "the VGA slot", 16: "the guest agent's virtio-serial",
                       17: "the virtio-9p host share", 31: "the ICH9 LPC/SATA/SMBus functions"}
 
@@ -30,7 +34,8 @@ class Machine:
     memory_mb: int = field(metadata=spec(min=1024, max=16384))
     cpus: int = field(metadata=spec(min=2, max=8))
     accel: str = field(metadata=spec(choices=["auto", "kvm", "tcg"]))
-    icount: Optional[int] = field(metadata=spec(min=0, max=10, doc="null, or the icount shift"))
+    timing: str = field(metadata=spec(
+        choices=list(TIMINGS), doc="instructions: guest TSC counts instructions (-icount shift=0); host: host clock"))
     iommu: str = field(metadata=spec(choices=["intel"]))
     interrupt_remapping: bool = field(metadata=spec())
     cpu_model: str = field(metadata=spec(choices=["qemu64,+svm", "qemu64"]))
@@ -72,9 +77,14 @@ class Hypervisor:
 
 @dataclass(frozen=True)
 class Dom0:
+    """dom0's vCPUs run on `pcpus`: one to one (vCPU i on pcpus[i]) when there are as many pCPUs as
+    vCPUs, else every vCPU on all of them."""
     memory_mb: int = field(metadata=spec(min=512, max=8192))
     vcpus: int = field(metadata=spec(min=1, max=8))
     pcpus: typing.List[int] = field(metadata=spec(min=0, max=7))
+    load_nic_irq_vcpu: Optional[int] = field(metadata=spec(
+        min=0, max=7, doc="the dom0 vCPU that takes the load NIC's interrupt (Xen then routes it to that vCPU's "
+                          "pCPU); null: Linux's default (vCPU 0)"))
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,8 @@ class RtGuest:
     pcpu: int = field(metadata=spec(min=0, max=7))
     memory_mb: int = field(metadata=spec(min=128, max=8192))
     busy_loop: bool = field(metadata=spec(doc="the paper's idle avoidance: a nice-19 CPU-bound loop in the guest"))
+    exclusive: bool = field(metadata=spec(
+        doc="true: no other domain may use the RT pCPU; false: dom0 may share it (the paper's contention)"))
     interrupt_throttle_rate: Optional[int] = field(metadata=spec(
         min=0, max=100000, doc="e1000e InterruptThrottleRate in the guest; 0 = an interrupt per packet, null = default"))
 
@@ -226,11 +238,17 @@ def load(path, name=None):
 
 @dataclass(frozen=True)
 class Comparison:
-    """Scenarios run one after the other in one invocation and reported side by side;
-    the first is the baseline the others are compared with."""
+    """Scenarios run in one invocation and reported side by side; the first is the baseline
+    the others are compared with. With repeats N they run interleaved, A B A B ..., N times each,
+    so a drift of the host over the invocation falls on every scenario alike."""
     name: str
     description: str
     scenarios: tuple  # of Scenario
+    repeats: int = 1
+
+    def schedule(self):
+        """[(repeat number from 1, scenario), ...] in run order."""
+        return [(r + 1, s) for r in range(self.repeats) for s in self.scenarios]
 
 
 def comparison_names(doc):
@@ -243,7 +261,11 @@ def resolve_comparison(doc, name):
     if not isinstance(raw, SourcedDict):
         raise ScenarioError([Problem(comps.where(name), path, "expected a mapping with 'scenarios'")])
     problems = []
-    _check_keys(raw, path, {"description", "scenarios"}, problems)
+    _check_keys(raw, path, {"description", "scenarios", "repeats"}, problems)
+    repeats = raw.get("repeats", 1)
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or not 1 <= repeats <= 50:
+        problems.append(Problem(raw.where("repeats") if "repeats" in raw else raw.where(), f"{path}.repeats",
+                                f"expected an integer 1..50 (runs of each scenario, interleaved), got {_show(repeats)}"))
     names = raw.get("scenarios")
     if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
         problems.append(Problem(raw.where("scenarios"), f"{path}.scenarios",
@@ -270,7 +292,7 @@ def resolve_comparison(doc, name):
                                         f"{scenarios[0].name!r}: compared runs need identical traffic and load"))
     if problems:
         raise ScenarioError(problems)
-    return Comparison(name, str(raw.get("description", "")), tuple(scenarios))
+    return Comparison(name, str(raw.get("description", "")), tuple(scenarios), repeats)
 
 
 def load_target(path, name=None):
@@ -410,6 +432,9 @@ def _check_semantics(s, raw, path, problems):
     def bad(keys, message):
         problems.append(Problem(_at(raw, *keys), ".".join([path, *keys]), message))
 
+    if s.machine.timing == "instructions" and s.machine.accel == "kvm":
+        bad(("machine", "timing"), "instruction-count timing needs TCG (QEMU's -icount excludes KVM): "
+            "use accel: tcg or auto, or timing: host")
     cpus = s.machine.cpus
     for keys, pcpus in ((("dom0", "pcpus"), s.dom0.pcpus), (("load_guest", "pcpus"), s.load_guest.pcpus),
                         (("rt_guest", "pcpu"), (s.rt_guest.pcpu,))):
@@ -421,8 +446,17 @@ def _check_semantics(s, raw, path, problems):
     rt = s.rt_guest.pcpu
     for keys, who, pcpus in ((("dom0", "pcpus"), "dom0", s.dom0.pcpus),
                              (("load_guest", "pcpus"), f"the load guest '{s.load_guest.name}'", s.load_guest.pcpus)):
-        if rt in pcpus:
-            bad(keys, f"pCPU {rt} is dedicated to the RT guest '{s.rt_guest.name}'; {who} may not use it")
+        if len(set(pcpus)) != len(pcpus):
+            bad(keys, f"pCPU listed twice in {list(pcpus)}: list each pCPU once")
+        if rt in pcpus and (s.rt_guest.exclusive or keys[0] == "load_guest"):
+            why = ("the RT guest is exclusive (rt_guest.exclusive: false lets dom0 share it)"
+                   if keys[0] == "dom0" else "only dom0 may share it, with rt_guest.exclusive: false")
+            bad(keys, f"pCPU {rt} is dedicated to the RT guest '{s.rt_guest.name}'; {who} may not use it: {why}")
+    irq_vcpu = s.dom0.load_nic_irq_vcpu
+    if irq_vcpu is not None and irq_vcpu >= s.dom0.vcpus:
+        bad(("dom0", "load_nic_irq_vcpu"), f"dom0 has {s.dom0.vcpus} vCPU(s) (0..{s.dom0.vcpus - 1})")
+    if irq_vcpu is not None and s.load_guest.nic_mode != "shared":
+        bad(("dom0", "load_nic_irq_vcpu"), "only with load_guest.nic_mode: shared (dom0 owns the load NIC then)")
     if s.rt_guest.name == s.load_guest.name:
         bad(("load_guest", "name"), f"both guests are named {s.rt_guest.name!r}")
 

@@ -58,14 +58,28 @@ TRC_HW_IRQ_ASSIGN_VECTOR = TRC_HW_IRQ + 0x6
 TRC_HW_IRQ_UNMAPPED_VECTOR = TRC_HW_IRQ + 0x7
 TRC_HW_IRQ_HANDLED = TRC_HW_IRQ + 0x8  # (irq, tsc_in low 32 bits, tsc_out low 32 bits), after ack + lock
 
-# ---- ours: the measurement-only patch (hypervisor_patch/), applied to every variant.
-# Minor 0x20 of TRC_HW_IRQ: 4.17 defines only 0x1..0x8 there and nothing else in the
-# tree emits TRC_HW_IRQ + n (grep of xen/ and tools/); xenalyze's irq_process() sends
-# unknown TRC_HW_IRQ events to its generic dump. Traced with `xentrace -e 0x00802000`.
-# Data words: (vector, irq, cpu, tsc_lo, tsc_hi); irq is signed (negative: no IRQ bound
-# to the vector at entry); tsc is the full 64-bit TSC read first thing at interrupt entry.
-TRC_NATSUME_IRQ_ENTRY = TRC_HW_IRQ + 0x20
-NATSUME_IRQ_ENTRY_WORDS = 5
+# ---- ours: the measurement-only patch (hypervisor_patch/0001, xen/include/xen/testbed.h),
+# applied to every variant. A subclass of our own: class TRC_HW (0x008), subclass 4 (4.17
+# uses 1 = TRC_HW_PM, 2 = TRC_HW_IRQ). Xen's __trace_var() matches the class bits and the
+# subclass nibble against the event mask separately, so `xentrace -e XENTRACE_EVENTS`
+# records ours and none of stock's TRC_HW_IRQ records (TRC_HW_IRQ_HANDLED is written inside
+# the measured span by stock's path only).
+TRC_TESTBED = 0x00804000
+XENTRACE_EVENTS = f"0x{TRC_TESTBED:08x}"  # the event mask measure.py gives `xentrace -e`
+# Interrupt entry, top of do_IRQ(): (vector, irq, cpu, tsc_lo, tsc_hi); irq is signed
+# (negative: no IRQ bound to the vector at entry); tsc is the full 64-bit TSC read first thing.
+TRC_TESTBED_IRQ_ENTRY = TRC_TESTBED + 0x1
+IRQ_ENTRY_WORDS = 5
+# One upcall delivery of a pirq event to a vCPU of the measured guest, written when the
+# bounce frame is built: (domid << 16 | vcpu, flags, bounce tsc_lo, tsc_hi, bounce - pending,
+# bounce - notify or 0, bounce - schedin or 0); deltas in TSC ticks, clamped to 0..2**32-1.
+TRC_TESTBED_PATH = TRC_TESTBED + 0x2
+PATH_WORDS = 7
+PATH_PENDING = 1 << 0  # the pirq event was set pending (always set in a record)
+PATH_KICKED = 1 << 1  # vcpu_kick() found the vCPU running
+PATH_WOKEN = 1 << 2  # vcpu_kick() found it not running: vcpu_unblock()
+PATH_SCHEDIN = 1 << 3  # context_switch() to the vCPU before the bounce
+PATH_NATSUME_FIRST = 1 << 4  # the bounce frame was built by Natsume's upcall-first path
 
 CPU_CHANGE_HEADER = TRC_TRACE_CPU_CHANGE | (2 << TRACE_EXTRA_SHIFT)
 CPU_CHANGE = struct.Struct("<IiI")  # header, cpu, window_size
@@ -98,6 +112,22 @@ class VmmStamp:
     irq: int
     vector: int
     tsc: int
+
+
+@dataclass(frozen=True)
+class PathStamp:
+    """One TRC_TESTBED_PATH record: the TSCs of one upcall delivery's steps (all on the one TSC)."""
+    cpu: int  # the pCPU that built the bounce frame (the record's buffer)
+    domid: int
+    vcpu: int
+    flags: int  # the raw PATH_* bits
+    bounce_tsc: int
+    pending_tsc: int
+    notify_tsc: int | None  # None: no kick or wake stamped
+    schedin_tsc: int | None  # None: not scheduled in between
+    natsume_first: bool
+    kicked: bool
+    woken: bool
 
 
 def _load(source):
@@ -194,23 +224,50 @@ def record_end(record):
 # ---------------------------------------------------------------- interpretation
 
 def vmm_stamps(records, source="<trace>"):
-    """TRC_NATSUME_IRQ_ENTRY records -> VmmStamps, merged over CPUs by TSC (stable).
+    """TRC_TESTBED_IRQ_ENTRY records -> VmmStamps, merged over CPUs by TSC (stable).
 
     source names the trace file in error messages."""
-    stamps = [_stamp(source, r) for r in records if r.event == TRC_NATSUME_IRQ_ENTRY]
+    stamps = [_stamp(source, r) for r in records if r.event == TRC_TESTBED_IRQ_ENTRY]
     return sorted(stamps, key=lambda s: s.tsc)
 
 
 def _stamp(source, r):
-    if len(r.data) != NATSUME_IRQ_ENTRY_WORDS:
-        raise TraceError(f"{source}: offset {r.offset}: TRC_NATSUME_IRQ_ENTRY with {len(r.data)} data words, "
-                         f"expected {NATSUME_IRQ_ENTRY_WORDS} (vector, irq, cpu, tsc_lo, tsc_hi)")
+    if len(r.data) != IRQ_ENTRY_WORDS:
+        raise TraceError(f"{source}: offset {r.offset}: TRC_TESTBED_IRQ_ENTRY with {len(r.data)} data words, "
+                         f"expected {IRQ_ENTRY_WORDS} (vector, irq, cpu, tsc_lo, tsc_hi)")
     vector, irq, cpu, lo, hi = r.data
     if cpu != r.cpu:
-        raise TraceError(f"{source}: offset {r.offset}: TRC_NATSUME_IRQ_ENTRY says cpu {cpu} "
+        raise TraceError(f"{source}: offset {r.offset}: TRC_TESTBED_IRQ_ENTRY says cpu {cpu} "
                          f"but sits in cpu {r.cpu}'s buffer")
     irq = irq - (1 << 32) if irq & 0x80000000 else irq
     return VmmStamp(cpu, irq, vector, lo | (hi << 32))
+
+
+def path_records(records, source="<trace>"):
+    """TRC_TESTBED_PATH records -> PathStamps sorted by bounce TSC (ties: by cpu, domid, vcpu).
+
+    The record carries the bounce TSC and the other stamps as distances back from it, so
+    pending_tsc = bounce_tsc - w4, and notify/schedin likewise when their flag says they were
+    stamped (a distance clamped at 2**32-1 makes the stamp look later than it was).
+    source names the trace file in error messages."""
+    paths = [_path(source, r) for r in records if r.event == TRC_TESTBED_PATH]
+    return sorted(paths, key=lambda p: (p.bounce_tsc, p.cpu, p.domid, p.vcpu))
+
+
+def _path(source, r):
+    if len(r.data) != PATH_WORDS:
+        raise TraceError(f"{source}: offset {r.offset}: TRC_TESTBED_PATH with {len(r.data)} data words, "
+                         f"expected {PATH_WORDS} (domid<<16|vcpu, flags, tsc_lo, tsc_hi, "
+                         "bounce-pending, bounce-notify, bounce-schedin)")
+    ids, flags, lo, hi, to_pending, to_notify, to_schedin = r.data
+    bounce = lo | (hi << 32)
+    notified = bool(flags & (PATH_KICKED | PATH_WOKEN))
+    return PathStamp(cpu=r.cpu, domid=ids >> 16, vcpu=ids & 0xFFFF, flags=flags, bounce_tsc=bounce,
+                     pending_tsc=bounce - to_pending,
+                     notify_tsc=bounce - to_notify if notified else None,
+                     schedin_tsc=bounce - to_schedin if flags & PATH_SCHEDIN else None,
+                     natsume_first=bool(flags & PATH_NATSUME_FIRST),
+                     kicked=bool(flags & PATH_KICKED), woken=bool(flags & PATH_WOKEN))
 
 
 def lost_records(records):

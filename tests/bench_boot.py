@@ -4,7 +4,10 @@
   cold: an empty image cache (TESTBED_CACHE points at a fresh folder): every image is built
   warm: the project's image cache, already filled
 
-Usage: .venv/bin/python tests/bench_boot.py [--skip-cold] [--scenario NAME]
+  host: the warm run again with host timing (--host-scenario, default boot-stock-host): what
+        instruction-count timing (-icount shift=0, single-threaded TCG) costs in boot time
+
+Usage: .venv/bin/python tests/bench_boot.py [--skip-cold] [--skip-host] [--scenario NAME]
 Prints the wall time of each run and the stage table of its bundle.
 Emulated (TCG) boot times depend on the host; compare runs made on one machine.
 """
@@ -41,13 +44,17 @@ def timed_run(label, scenario, env):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-cold", action="store_true", help="only the warm run")
-    ap.add_argument("--scenario", default="boot-stock", help="default: boot-stock (boot only)")
+    ap.add_argument("--scenario", default="boot-stock", help="default: boot-stock (boot only, instruction timing)")
+    ap.add_argument("--skip-host", action="store_true", help="no host-timing run")
+    ap.add_argument("--host-scenario", default="boot-stock-host")
     args = ap.parse_args()
     runs = []
     if not args.skip_cold:
         with tempfile.TemporaryDirectory(prefix="testbed-cold-cache-") as cold:
             runs.append(timed_run("cold", args.scenario, dict(os.environ, TESTBED_CACHE=cold)))
     runs.append(timed_run("warm", args.scenario, dict(os.environ)))
+    if not args.skip_host:
+        runs.append(timed_run("host", args.host_scenario, dict(os.environ)))
     print("\n== benchmark: make testbed run ==")
     for r in runs:
         print(f"{r['label']:<5} {r['seconds']:7.1f} s  exit {r['exit']}  {r['bundle']}")
@@ -56,8 +63,12 @@ def main():
     for name in names:
         row = [next((s["seconds"] for s in r["stages"] if s["name"] == name), float("nan")) for r in runs]
         print(f"{name:<12}" + "".join(f"{v:10.1f}" for v in row))
-    boot = [s for s in runs[-1]["stages"] if s["name"] in ("qemu_up", "xen_banner", "iommu", "dom0_ready", "toolstack")]
-    print(f"\nQEMU start to toolstack ready (warm): {sum(s['seconds'] for s in boot):.1f} s")
+    first = ("qemu_up", "xen_banner", "iommu", "dom0_ready", "toolstack")
+    boots = {r["label"]: sum(s["seconds"] for s in r["stages"] if s["name"] in first) for r in runs}
+    for label, seconds in boots.items():
+        print(f"\nQEMU start to toolstack ready ({label}): {seconds:.1f} s")
+    if "host" in boots and boots["host"]:
+        print(f"instruction timing / host timing, boot to toolstack: {boots['warm'] / boots['host']:.2f}x")
     return max(r["exit"] for r in runs)
 
 

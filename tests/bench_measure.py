@@ -3,7 +3,7 @@
 run time, and the probes' own cost: the same scenario with stamping off and on, compared
 by the frames the RT guest absorbed (same traffic sent both times).
 
-Usage: .venv/bin/python tests/bench_measure.py [--scenario load-on-stock] [--file testbed.yaml]
+Usage: .venv/bin/python tests/bench_measure.py [--scenario iso-stock] [--file testbed.yaml]
 Emulated (TCG) numbers: compare runs of one invocation on one machine only.
 """
 
@@ -33,7 +33,7 @@ def one(file, s, label):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--file", default=str(ROOT / "testbed.yaml"))
-    ap.add_argument("--scenario", default="load-on-stock")
+    ap.add_argument("--scenario", default="iso-stock")
     ap.add_argument("--bursts", type=int, help="override the scenario's burst count (shorter runs)")
     args = ap.parse_args()
     on = scenario.load(args.file, args.scenario)

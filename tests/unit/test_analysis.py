@@ -31,7 +31,7 @@ def pairs(p):
 def test_pairs_with_latest_unpaired_earlier_stamp_and_converts_to_ns():
     p = an.pair([V(1000), V(5000), V(5200)], [G(1240), G(5440)], KHZ)
     assert pairs(p) == [(1000, 1240), (5200, 5440)]  # 5000 is earlier but not the latest
-    assert [s.latency_cycles for s in p.samples] == [240, 240]
+    assert [s.latency_ticks for s in p.samples] == [240, 240]
     assert [s.latency_ns for s in p.samples] == [100.0, 100.0]
     assert [s.seq for s in p.samples] == [0, 1]
     assert (p.unpaired_vmm, p.unpaired_guest, p.nonpositive) == (1, 0, [])
@@ -54,14 +54,14 @@ def test_strictly_earlier_only_equal_tsc_is_flagged_nonpositive():
     p = an.pair([V(1000)], [G(1000)], KHZ)
     assert p.samples == [] and p.unpaired_guest == 0 and p.unpaired_vmm == 0
     [flag] = p.nonpositive
-    assert (flag.vmm_tsc, flag.guest_tsc, flag.latency_cycles, flag.latency_ns) == (1000, 1000, 0, 0.0)
+    assert (flag.vmm_tsc, flag.guest_tsc, flag.latency_ticks, flag.latency_ns) == (1000, 1000, 0, 0.0)
 
 
 def test_negative_latency_is_flagged_not_paired():
     # the guest's stamp comes before Xen's: a clock problem, reported with the would-be latency
     p = an.pair([V(1000), V(2000)], [G(1100), G(1900)], KHZ)
     assert pairs(p) == [(1000, 1100)]
-    assert [(s.vmm_tsc, s.guest_tsc, s.latency_cycles) for s in p.nonpositive] == [(2000, 1900, -100)]
+    assert [(s.vmm_tsc, s.guest_tsc, s.latency_ticks) for s in p.nonpositive] == [(2000, 1900, -100)]
     assert p.nonpositive[0].latency_ns == pytest.approx(-100 / 2.4)
     assert p.unpaired_vmm == 0 and p.unpaired_guest == 0
     assert p.unpaired_fraction == pytest.approx(1 / 2)
@@ -153,26 +153,40 @@ def test_stats_edge_cases():
 
 # ---- samples.csv
 
+HEADER = ("sequence,cpu,irq,vmm_tsc,guest_tsc,upcall_tsc,latency_ticks,latency_ns,path,entry_to_pending,"
+          "pending_to_notify,notify_to_schedin,to_bounce,bounce_to_upcall,upcall_to_handler")
+
+
 def test_csv_round_trip_and_exact_columns(tmp_path):
+    from orchestrator.breakdown import Breakdown, SEGMENT_NAMES
     p = an.pair([V(1000), V(2000, cpu=0)], [G(1240), G(2241)], KHZ)
     path = tmp_path / "samples.csv"
-    an.write_samples_csv(path, p.samples)
+    segs = dict.fromkeys(SEGMENT_NAMES) | {"entry_to_pending": 40, "to_bounce": 100}
+    an.write_samples_csv(path, p.samples, [Breakdown("running", segs), Breakdown("unmatched", dict.fromkeys(SEGMENT_NAMES))])
     lines = path.read_text().splitlines()
-    assert lines[0] == "sequence,cpu,irq,vmm_tsc,guest_tsc,latency_cycles,latency_ns"
-    assert lines[1:] == ["0,1,29,1000,1240,240,100.000", "1,0,29,2000,2241,241,100.417"]
+    assert lines[0] == HEADER
+    assert lines[1:] == ["0,1,29,1000,1240,,240,100.000,running,40,,,100,,", "1,0,29,2000,2241,,241,100.417,unmatched,,,,,,"]
     back = an.read_samples_csv(path)
-    assert [(s.seq, s.cpu, s.irq, s.vmm_tsc, s.guest_tsc, s.latency_cycles) for s in back] == \
-        [(s.seq, s.cpu, s.irq, s.vmm_tsc, s.guest_tsc, s.latency_cycles) for s in p.samples]
-    assert back[1].latency_ns == 100.417
+    assert [(s.seq, s.cpu, s.irq, s.vmm_tsc, s.guest_tsc, s.latency_ticks) for s, _ in back] == \
+        [(s.seq, s.cpu, s.irq, s.vmm_tsc, s.guest_tsc, s.latency_ticks) for s in p.samples]
+    assert back[1][0].latency_ns == 100.417
+    assert back[0][1] == Breakdown("running", segs)
+
+
+def test_csv_without_breakdown_leaves_the_columns_empty(tmp_path):
+    p = an.pair([V(1000)], [G(1240)], KHZ)
+    path = tmp_path / "samples.csv"
+    an.write_samples_csv(path, p.samples)
+    assert path.read_text().splitlines()[1] == "0,1,29,1000,1240,,240,100.000,,,,,,,"
+    assert an.read_samples_csv(path)[0][1] is None
 
 
 @pytest.mark.parametrize("text, message", [
     ("", r":1: expected header sequence,cpu,.*found an empty file"),
     ("seq,cpu\n", r":1: expected header .* found seq,cpu"),
-    ("sequence,cpu,irq,vmm_tsc,guest_tsc,latency_cycles,latency_ns\n0,1,29,1000,1240,240\n",
-     r":2: 6 fields, expected 7"),
-    ("sequence,cpu,irq,vmm_tsc,guest_tsc,latency_cycles,latency_ns\n0,1,29,1000,1240,240,1.0\n1,1,x,1,2,1,1\n",
-     r":3: column irq: 'x' is not a number"),
+    (HEADER + "\n0,1,29,1000,1240,240\n", r":2: 6 fields, expected 15"),
+    (HEADER + "\n0,1,29,1000,1240,,240,1.0,,,,,,,\n1,1,x,1,2,,1,1,,,,,,,\n", r":3: column irq: 'x' is not a number"),
+    (HEADER + "\n0,1,29,1000,1240,,240,1.0,sideways,,,,,,\n", r":2: column path: 'sideways' is not one of"),
 ])
 def test_bad_csv_names_file_and_line(tmp_path, text, message):
     path = tmp_path / "bad.csv"

@@ -25,7 +25,7 @@ LOAD_LOG = "TESTBED-NET eth0 00:16:3e:00:00:02 up\nTESTBED-GUEST-READY role=load
 
 @pytest.fixture
 def s():
-    return scenario.load(ROOT / "testbed.yaml", "load-on-stock")
+    return scenario.load(ROOT / "testbed.yaml", "iso-stock")
 
 
 def healthy_agent():
@@ -82,7 +82,7 @@ def test_timeout_names_what_was_awaited(monkeypatch):
 def test_toolstack_and_guests(s):
     agent = healthy_agent()
     assert "Domain-0" in boot.toolstack(agent, s, 5)
-    assert "xl vcpu-pin Domain-0 all 0" in agent.commands
+    assert "xl vcpu-pin Domain-0 0 0" in agent.commands  # one vCPU, one pCPU: pinned one to one
     detail = boot.rt_guest(agent, s, 5)
     assert "driver=e1000e" in detail and "irq mode msix" in detail
     assert "xl pci-assignable-add 0000:00:04.0" in agent.commands
@@ -173,3 +173,23 @@ def test_natsume_option_accepted_or_refused_as_scenario_error():
     stock = FakeAgent([(r"^xl dmesg$", (0, "(XEN) Xen version 4.17.5\n"))])
     with pytest.raises(boot.BootFailure, match="neither an accepted nor a refused"):
         boot.natsume_option(stock)
+
+
+def test_paper_shape_pins_dom0_one_to_one_and_steers_the_load_nic_irq():
+    s = scenario.load(ROOT / "testbed.yaml", "paper-stock")
+    agent = healthy_agent()
+    agent.answers.insert(0, (r"smp_affinity", (0, "eth0 irq 20 -> 3\n")))
+    detail = boot.toolstack(agent, s, 10)
+    assert [c for c in agent.commands if c.startswith("xl vcpu-pin")] == [
+        "xl vcpu-pin Domain-0 0 0", "xl vcpu-pin Domain-0 1 1", "xl vcpu-pin Domain-0 2 2", "xl vcpu-pin Domain-0 3 3"]
+    steer = next(c for c in agent.commands if "smp_affinity" in c)
+    assert "echo 8 > /proc/irq/$irq/smp_affinity" in steer and "52:54:00:12:34:02" in steer
+    assert detail.endswith("load NIC eth0 irq 20 -> 3 (dom0 vCPU 3)")
+
+
+def test_a_load_nic_irq_that_cannot_be_steered_fails_the_stage():
+    s = scenario.load(ROOT / "testbed.yaml", "paper-stock")
+    agent = healthy_agent()
+    agent.answers.insert(0, (r"smp_affinity", (1, "")))
+    with pytest.raises(boot.BootFailure, match="cannot bind the load NIC's interrupt to dom0 vCPU 3"):
+        boot.toolstack(agent, s, 10)

@@ -40,4 +40,4 @@ def test_render_and_qemu_cmdline(tmp_path):
 
 def test_list_marks_the_default():
     res = run_cli("list")
-    assert "* comparison stock-vs-natsume" in res.stdout and "  scenario   load-on-natsume" in res.stdout
+    assert "* comparison stock-vs-natsume" in res.stdout and "  scenario   iso-natsume" in res.stdout

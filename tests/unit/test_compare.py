@@ -14,39 +14,84 @@ from tests.conftest import ROOT
 def test_figure2_table_differences_and_improvement():
     stats = {"stock": {"min": 2000, "mean": 10000, "median": 8000, "p99": 30000, "max": 40000},
              "natsume": {"min": 1000, "mean": 4000, "median": 4000, "p99": 12000, "max": 50000}}
-    table = report.figure2_table(stats, "stock")
+    table = report.figure2_table(stats, "stock", report.UNITS["host"])
     assert "| mean | 10.00 | 4.00 | +6.00 | +60.0 % |" in table
     assert "| max | 40.00 | 50.00 | -10.00 | -25.0 % |" in table  # worse is shown as worse
+    table = report.figure2_table(stats, "stock", report.UNITS["instructions"])
+    assert "statistic | stock (instructions) | natsume (instructions)" in table
+    assert "| mean | 10,000 | 4,000 | +6,000 | +60.0 % |" in table
 
 
-def _fake_run(tmp_path, name, latencies, code=0):
+def _fake_run(tmp_path, name, latencies, code=0, timing="instructions", paths=True):
+    from orchestrator.breakdown import SEGMENT_NAMES, Breakdown
     folder = tmp_path / f"{name}-run"
     folder.mkdir()
     samples = [analysis.Sample(i, 1, 29, 1000 * i, 1000 * i + lat, lat, float(lat)) for i, lat in enumerate(latencies)]
-    analysis.write_samples_csv(folder / "samples.csv", samples)
+    segs = [Breakdown("running", dict.fromkeys(SEGMENT_NAMES, lat // 6)) for lat in latencies] if paths else None
+    analysis.write_samples_csv(folder / "samples.csv", samples, segs)
     summary = {"latency_ns": analysis.stats([float(x) for x in latencies]), "accelerator": "tcg",
+               "latency_ticks": analysis.stats(latencies), "timing": timing,
+               "calibration": {"ticks_per_instruction": 1.0},
                "paired": len(samples), "unpaired_pct": 0.0, "coalesced_vmm": 2,
-               "absorbed": {"rt_guest_rx": 500},
+               "paths": {"running": len(latencies)}, "absorbed": {"rt_guest_rx": 500},
                "traffic": {"measured": {"frames": 1024}, "load": {"frames": 99}}}
     (folder / "summary.json").write_text(json.dumps(summary))
     return SimpleNamespace(bundle=folder, code=code, checks=[])
 
 
-def test_report_has_table_plots_and_runs(tmp_path):
-    s = scenario.load(ROOT / "testbed.yaml", "load-on-stock")
-    comp = scenario.Comparison("cmp", "two runs", (s, s.__class__(**{**s.__dict__, "name": "other"})))
-    outcomes = [(comp.scenarios[0], _fake_run(tmp_path, "a", [5000, 6000, 7000])),
-                (comp.scenarios[1], _fake_run(tmp_path, "b", [2000, 3000, 4000]))]
+def _two(s):
+    return scenario.Comparison("cmp", "two runs", (s, s.__class__(**{**s.__dict__, "name": "other"})), repeats=2)
+
+
+def test_report_has_verdict_table_cis_breakdown_plots_and_runs(tmp_path):
+    s = scenario.load(ROOT / "testbed.yaml", "iso-stock")
+    comp = _two(s)
+    base = [5000 + (i % 7) * 100 for i in range(300)]
+    fast = [3000 + (i % 7) * 100 for i in range(300)]
+    outcomes = [(comp.scenarios[0], _fake_run(tmp_path, "a1", base)), (comp.scenarios[1], _fake_run(tmp_path, "b1", fast)),
+                (comp.scenarios[0], _fake_run(tmp_path, "a2", base)), (comp.scenarios[1], _fake_run(tmp_path, "b2", fast))]
     text = compare.write_report(comp, outcomes, tmp_path)
-    assert "emulated time" in text and "one after the other in this one invocation" in text
-    assert "| median | 6.00 | 3.00 | +3.00 | +50.0 % |" in text
-    assert (tmp_path / "latency-cdf.png").exists() and (tmp_path / "latency-box.png").exists()
-    assert "| other | stock | 0 | 3 | 0.00 % | 2 | 1024 / 99 | 500 | – |" in text
-    assert json.loads((tmp_path / "comparison.json").read_text())["baseline"] == "load-on-stock"
+    assert "## Verdict" in text and "- other is faster than iso-stock: median 3,300 vs 5,300 instructions" in text
+    assert "Timing: instructions" in text and "Runs were interleaved (2 per scenario)" in text
+    assert "| median | 5,300 | 3,300 | +2,000 | +37.7 % |" in text
+    assert "| other | median | 5,300 | 3,300 | -2,000 | -2,000 to -2,000 | -37.7 % |" in text
+    assert "| iso-stock | 2 | 5,300, 5,300 | 0.00 % |" in text  # run-to-run spread
+    assert "| other | running | 600 |" in text  # breakdown, runs pooled
+    for png in ("latency-cdf.png", "latency-box.png", "breakdown.png"):
+        assert (tmp_path / png).exists()
+    assert "| other | stock | instructions | 0 | 300 | 0.00 % | 2 | 300 / 0 / 0 / 0 / 0 | 1.00000 | 1024 / 99 | 500 | – |" \
+        in text
+    saved = json.loads((tmp_path / "comparison.json").read_text())
+    assert saved["baseline"] == "iso-stock" and saved["verdicts"]["other"]["outcome"] == "faster"
+
+
+def test_same_distributions_give_no_detectable_difference(tmp_path):
+    s = scenario.load(ROOT / "testbed.yaml", "iso-stock")
+    comp = _two(s)
+    same = [4000 + (i * 37) % 1000 for i in range(400)]
+    outcomes = [(comp.scenarios[0], _fake_run(tmp_path, "a", same)), (comp.scenarios[1], _fake_run(tmp_path, "b", same))]
+    assert "- no difference detectable between other and iso-stock" in compare.write_report(comp, outcomes, tmp_path)
+
+
+def test_runs_in_different_timing_modes_are_not_compared(tmp_path):
+    s = scenario.load(ROOT / "testbed.yaml", "iso-stock")
+    comp = _two(s)
+    outcomes = [(comp.scenarios[0], _fake_run(tmp_path, "a", [5000, 6000])),
+                (comp.scenarios[1], _fake_run(tmp_path, "b", [2000, 3000], timing="host"))]
+    text = compare.write_report(comp, outcomes, tmp_path)
+    assert "**No comparison**: the runs were made in different timing modes" in text
+
+
+def test_repeats_interleave_the_scenarios():
+    s = scenario.load(ROOT / "testbed.yaml", "iso-stock")
+    comp = scenario.Comparison("cmp", "", (s, s.__class__(**{**s.__dict__, "name": "b"})), repeats=3)
+    assert [(r, x.name) for r, x in comp.schedule()] == [(1, "iso-stock"), (1, "b"), (2, "iso-stock"), (2, "b"),
+                                                         (3, "iso-stock"), (3, "b")]
+    assert scenario.load_target(ROOT / "testbed.yaml", "stock-vs-natsume").repeats == 2
 
 
 def test_report_without_samples_says_so(tmp_path):
-    s = scenario.load(ROOT / "testbed.yaml", "load-on-stock")
+    s = scenario.load(ROOT / "testbed.yaml", "iso-stock")
     empty = tmp_path / "empty"
     empty.mkdir()
     comp = scenario.Comparison("cmp", "", (s, s))
@@ -66,7 +111,7 @@ def test_comparison_needs_identical_measurements(tmp_path):
     path = _file_with(tmp_path, """\
         comparisons:
           bad:
-            scenarios: [load-on-stock, load-off-stock]
+            scenarios: [iso-stock, load-off-stock]
         """)
     with pytest.raises(ScenarioError, match="other measurement settings"):
         scenario.load_target(path, "bad")
@@ -76,9 +121,9 @@ def test_comparison_of_unknown_or_boot_only_scenarios(tmp_path):
     path = _file_with(tmp_path, """\
         comparisons:
           bad:
-            scenarios: [load-on-stock, nope]
+            scenarios: [iso-stock, nope]
           boot:
-            scenarios: [boot-stock, boot-stock-icount]
+            scenarios: [boot-stock, boot-stock-host]
         """)
     with pytest.raises(ScenarioError) as info:
         scenario.validate_file(path)

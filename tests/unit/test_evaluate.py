@@ -28,7 +28,7 @@ def _line(tsc, irq=40, name="eth0-rx-0"):
 
 @pytest.fixture
 def s():
-    base = scenario.load(ROOT / "testbed.yaml", "load-on-stock")
+    base = scenario.load(ROOT / "testbed.yaml", "iso-stock")
     return dataclasses.replace(base, measurement=dataclasses.replace(base.measurement, min_samples=3))
 
 
@@ -65,7 +65,7 @@ def test_evaluate_writes_samples_summary_plots(tmp_path, s):
     rec = _records(tmp_path, [1000, 3000, 5000], [1500, 3700, 5100])
     summary, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
     rows = list(csv.DictReader((tmp_path / "samples.csv").open()))
-    assert [int(r["latency_cycles"]) for r in rows] == [500, 700, 100]
+    assert [int(r["latency_ticks"]) for r in rows] == [500, 700, 100]
     assert float(rows[0]["latency_ns"]) == 500.0  # 1 GHz TSC
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["paired"] == 3 and saved["irq_map"] == {"40": 29} and saved["latency_ns"]["max"] == 700.0

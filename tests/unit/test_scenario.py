@@ -14,7 +14,7 @@ DEFAULT = ROOT / "testbed.yaml"
 def test_default_file_is_valid_and_resolves():
     names = scenario.validate_file(DEFAULT)
     assert "boot-stock" in names
-    s = scenario.load(DEFAULT, "load-on-stock")
+    s = scenario.load(DEFAULT, "iso-stock")
     assert s.measurement.enabled and s.measurement.load
     default = scenario.load_target(DEFAULT)
     assert isinstance(default, scenario.Comparison) and default.name == "stock-vs-natsume"
@@ -26,8 +26,8 @@ def test_default_file_is_valid_and_resolves():
 
 
 def test_scenario_overrides_only_what_it_names():
-    s = scenario.load(DEFAULT, "boot-stock-icount")
-    assert s.machine.icount == 4
+    s = scenario.load(DEFAULT, "boot-stock-host")
+    assert s.machine.timing == "host" and scenario.load(DEFAULT, "boot-stock").machine.timing == "instructions"
     assert s.machine.cpus == scenario.load(DEFAULT, "boot-stock").machine.cpus
 
 
@@ -56,7 +56,7 @@ def _with_override(tmp_path, override):
 def test_unknown_key_names_line_field_and_allowed_keys(tmp_path):
     problems, line, path = _with_override(tmp_path, "machine:\n  cpu: 3\n")
     assert problems == [f"{path}:{line + 1}: scenarios.bad.machine.cpu: unknown key 'cpu'; allowed: "
-                        "accel, cpu_model, cpus, icount, interrupt_remapping, iommu, memory_mb"]
+                        "accel, cpu_model, cpus, interrupt_remapping, iommu, memory_mb, timing"]
 
 
 def test_wrong_type(tmp_path):
@@ -83,7 +83,7 @@ def test_pcpu_the_machine_lacks(tmp_path):
 def test_two_guests_on_the_dedicated_pcpu(tmp_path):
     problems, line, path = _with_override(tmp_path, "load_guest:\n  pcpus: [0, 1]\n")
     assert problems == [f"{path}:{line + 1}: scenarios.bad.load_guest.pcpus: pCPU 1 is dedicated to the RT guest "
-                        "'rt'; the load guest 'load' may not use it"]
+                        "'rt'; the load guest 'load' may not use it: only dom0 may share it, with rt_guest.exclusive: false"]
 
 
 def test_e1000_cannot_do_msi(tmp_path):
@@ -161,3 +161,34 @@ def test_missing_file(tmp_path):
     with pytest.raises(ScenarioError) as info:
         scenario.load(tmp_path / "absent.yaml")
     assert "cannot read" in str(info.value)
+
+
+def test_timing_names_the_mode_and_refuses_kvm(tmp_path):
+    problems, _, path = _with_override(tmp_path, "machine:\n  accel: kvm\n")
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "scenarios.bad.machine.timing: instruction-count timing needs TCG (QEMU's -icount excludes KVM): "
+        "use accel: tcg or auto, or timing: host"]
+    problems, _, _ = _with_override(tmp_path, "machine:\n  timing: cycles\n")
+    assert any("'cycles' is not allowed; choose one of: instructions, host" in p for p in problems)
+
+
+def test_duplicate_pcpus_and_the_shared_rt_pcpu(tmp_path):
+    problems, _, _ = _with_override(tmp_path, "load_guest:\n  pcpus: [0, 0]\n")
+    assert any("pCPU listed twice in [0, 0]" in p for p in problems)
+    problems, _, _ = _with_override(tmp_path, "dom0:\n  vcpus: 2\n  pcpus: [0, 1]\n")
+    assert any("dom0 may not use it: the RT guest is exclusive" in p for p in problems)
+    shared = scenario.load(DEFAULT, "paper-stock")
+    assert shared.rt_guest.pcpu in shared.dom0.pcpus and not shared.rt_guest.exclusive
+
+
+def test_load_nic_irq_vcpu_must_exist(tmp_path):
+    problems, _, _ = _with_override(tmp_path, "dom0:\n  load_nic_irq_vcpu: 1\n")
+    assert any("load_nic_irq_vcpu: dom0 has 1 vCPU(s) (0..0)" in p for p in problems)
+
+
+def test_comparison_repeats_are_checked(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(DEFAULT.read_text().replace("    repeats: 2\n", "    repeats: 0\n", 1))
+    with pytest.raises(ScenarioError) as info:
+        scenario.validate_file(path)
+    assert "comparisons.stock-vs-natsume.repeats: expected an integer 1..50" in str(info.value)

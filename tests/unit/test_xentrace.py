@@ -12,6 +12,9 @@ from tests.conftest import ROOT
 
 SAMPLE = ROOT / "tests" / "data" / "xentrace-natsume-2cpu.bin"
 SCHED_SWITCH = 0x0002800A  # TRC_SCHED_SWITCH: an event we do not interpret
+# ours, from xen/include/xen/testbed.h (hypervisor_patch/0001), not from the decoder
+IRQ_ENTRY = 0x00804001
+PATH = 0x00804002
 
 
 # ---- encoder, written from trace.h / xentrace.c independently of the decoder
@@ -32,7 +35,15 @@ def window(cpu, *records):
 def natsume(vector, irq, cpu, tsc, stamp_tsc=None):
     """Our entry record: the header TSC is taken a little after the stamp."""
     data = (vector, irq & 0xFFFFFFFF, cpu, tsc & 0xFFFFFFFF, tsc >> 32)
-    return rec(xt.TRC_NATSUME_IRQ_ENTRY, data, tsc + 50 if stamp_tsc is None else stamp_tsc)
+    return rec(IRQ_ENTRY, data, tsc + 50 if stamp_tsc is None else stamp_tsc)
+
+
+def path(domid, vcpu, flags, bounce, pending, notify=None, schedin=None):
+    """Our path record as testbed_upcall_stamp() writes it: distances back from the bounce TSC, 0 for a
+    step not stamped; the header TSC is taken after the bounce TSC."""
+    data = ((domid << 16) | vcpu, flags, bounce & 0xFFFFFFFF, bounce >> 32, bounce - pending,
+            0 if notify is None else bounce - notify, 0 if schedin is None else bounce - schedin)
+    return rec(PATH, data, bounce + 80)
 
 
 def build_sample_trace():
@@ -84,7 +95,7 @@ def test_multiple_cpus_and_unknown_events_kept():
     records = xt.decode(SAMPLE)
     assert [r.cpu for r in records] == [0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1]
     assert records[0].event == SCHED_SWITCH and records[0].data == (0, 1)
-    assert xt.event_counts(records)[xt.TRC_NATSUME_IRQ_ENTRY] == 7
+    assert xt.event_counts(records)[IRQ_ENTRY] == 7
     assert xt.lost_records(records) == 0
     assert all(r.event != xt.TRC_TRACE_CPU_CHANGE for r in records)
 
@@ -106,7 +117,7 @@ def test_vmm_stamp_uses_the_data_tsc_not_the_header_and_keeps_64_bits():
     big = (7 << 32) + 123
     [stamp] = xt.vmm_stamps(xt.decode(window(2, natsume(0x40, -1, 2, big, stamp_tsc=None))))
     assert stamp.tsc == big and stamp.irq == -1
-    [stamp] = xt.vmm_stamps(xt.decode(window(2, rec(xt.TRC_NATSUME_IRQ_ENTRY, (0x40, 5, 2, 1, 0)))))
+    [stamp] = xt.vmm_stamps(xt.decode(window(2, rec(IRQ_ENTRY, (0x40, 5, 2, 1, 0)))))
     assert stamp.tsc == 1  # a record without header cycles still has its stamp
 
 
@@ -149,8 +160,8 @@ def test_record_crossing_its_window_is_corrupt():
 
 
 def test_bad_natsume_record_is_named():
-    data = window(1, rec(xt.TRC_NATSUME_IRQ_ENTRY, (1, 2, 3), tsc=5))
-    with pytest.raises(xt.TraceError, match=r"^t.bin: offset 12: TRC_NATSUME_IRQ_ENTRY with 3 data words"):
+    data = window(1, rec(IRQ_ENTRY, (1, 2, 3), tsc=5))
+    with pytest.raises(xt.TraceError, match=r"^t.bin: offset 12: TRC_TESTBED_IRQ_ENTRY with 3 data words"):
         xt.vmm_stamps(xt.decode(data), source="t.bin")
     data = window(1, natsume(0x51, 29, 0, 100))
     with pytest.raises(xt.TraceError, match=r"says cpu 0 but sits in cpu 1's buffer"):
@@ -162,12 +173,71 @@ def test_missing_file_is_a_clear_error(tmp_path):
         xt.decode(tmp_path / "nope.bin")
 
 
+def xen_keeps(mask, event):
+    """__trace_var()'s filter in xen/common/trace.c (4.17): any common bit, then the class bits
+    (>> TRC_CLS_SHIFT 16) and the subclass nibble (>> TRC_SUBCLS_SHIFT 12) must each overlap."""
+    return bool(mask & event and (mask >> 16) & (event >> 16) and (mask >> 12) & 0xF & (event >> 12) & 0xF)
+
+
 def test_event_ids():
     assert xt.CPU_CHANGE_HEADER == 0x2001F003
     assert xt.TRC_HW_IRQ_HANDLED == 0x00802008
-    assert xt.TRC_NATSUME_IRQ_ENTRY == 0x00802020
-    # traced by the class mask `xentrace -e 0x00802000` (xen/common/trace.c __trace_var checks)
-    assert xt.TRC_NATSUME_IRQ_ENTRY & xt.TRC_HW_IRQ == xt.TRC_HW_IRQ
+    assert (xt.TRC_TESTBED, xt.TRC_TESTBED_IRQ_ENTRY, xt.TRC_TESTBED_PATH) == (0x00804000, IRQ_ENTRY, PATH)
+
+
+def test_event_mask_records_ours_and_no_stock_irq_record():
+    from orchestrator import measure
+    assert measure.XENTRACE_EVENTS == xt.XENTRACE_EVENTS == "0x00804000"
+    mask = int(xt.XENTRACE_EVENTS, 16)
+    assert xen_keeps(mask, IRQ_ENTRY) and xen_keeps(mask, PATH)
+    stock = [xt.TRC_HW_IRQ + n for n in range(1, 9)] + [0x00801001, 0x00801002, 0x00801003]  # TRC_HW_IRQ/PM
+    assert [e for e in stock if xen_keeps(mask, e)] == []
+    assert xen_keeps(0x00802000, xt.TRC_HW_IRQ_HANDLED)  # the old mask kept stock's record: the asymmetry
+
+
+# ---- path records
+
+KICK, WAKE, SCHEDIN, NATSUME = 1 << 1, 1 << 2, 1 << 3, 1 << 4
+
+
+def test_path_record_decodes_to_its_stamps():
+    bounce = (3 << 32) + 100  # the distances reach back across a 2**32 boundary
+    data = window(1, path(0x7FF5, 0x1A2, 1 | WAKE | SCHEDIN, bounce, pending=bounce - 4000, notify=bounce - 3500,
+                          schedin=bounce - 700))
+    [p] = xt.path_records(xt.decode(data))
+    assert p == xt.PathStamp(cpu=1, domid=0x7FF5, vcpu=0x1A2, flags=1 | WAKE | SCHEDIN, bounce_tsc=bounce,
+                             pending_tsc=bounce - 4000, notify_tsc=bounce - 3500, schedin_tsc=bounce - 700,
+                             natsume_first=False, kicked=False, woken=True)
+
+
+@pytest.mark.parametrize("flags, kicked, woken, natsume_first, notified, scheduled", [
+    (1, False, False, False, False, False),  # pending only: nothing was kicked
+    (1 | KICK, True, False, False, True, False),
+    (1 | WAKE | SCHEDIN, False, True, False, True, True),
+    (1 | KICK | NATSUME, True, False, True, True, False),
+    (1 | SCHEDIN | NATSUME, False, False, True, False, True),
+])
+def test_path_flag_bits(flags, kicked, woken, natsume_first, notified, scheduled):
+    [p] = xt.path_records(xt.decode(window(0, path(1, 0, flags, 10_000, 9_000, notify=9_500, schedin=9_800))))
+    assert (p.kicked, p.woken, p.natsume_first, p.flags) == (kicked, woken, natsume_first, flags)
+    # a stamp counts only when its flag says it was taken, whatever its word holds
+    assert p.notify_tsc == (9_500 if notified else None)
+    assert p.schedin_tsc == (9_800 if scheduled else None)
+    assert p.pending_tsc == 9_000 and p.bounce_tsc == 10_000
+
+
+def test_path_records_sorted_by_bounce_over_cpus_and_entries_ignored():
+    data = window(0, path(1, 0, 1 | KICK, 2_000, 1_900, notify=1_950), natsume(0x51, 29, 0, 2_500)) \
+        + window(1, path(2, 1, 1, 1_000, 900))
+    paths = xt.path_records(xt.decode(data))
+    assert [(p.cpu, p.domid, p.vcpu, p.bounce_tsc) for p in paths] == [(1, 2, 1, 1_000), (0, 1, 0, 2_000)]
+    assert xt.path_records(xt.decode(SAMPLE)) == []  # the sample trace has entry records only
+
+
+def test_bad_path_record_is_named():
+    data = window(1, rec(PATH, (1 << 16, 1, 5, 0, 1, 0), tsc=9))
+    with pytest.raises(xt.TraceError, match=r"^t.bin: offset 12: TRC_TESTBED_PATH with 6 data words, expected 7"):
+        xt.path_records(xt.decode(data), source="t.bin")
 
 
 if __name__ == "__main__":

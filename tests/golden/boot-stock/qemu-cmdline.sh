@@ -3,7 +3,8 @@
 qemu-system-x86_64 \
   -name testbed-boot-stock \
   -machine q35 \
-  -accel tcg,thread=multi \
+  -accel tcg,thread=single \
+  -icount shift=0,sleep=off \
   -cpu qemu64,+svm \
   -m 3072 \
   -smp 2 \
