@@ -9,24 +9,29 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from . import images, render, report, scenario
 from .errors import EXIT_BAD_INPUT, EXIT_OK, ScenarioError, TestbedError
 
 ROOT = Path(__file__).resolve().parent.parent
+MAX_PROBLEMS_SHOWN = 40
+UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 DEFAULT_FILE = ROOT / "testbed.yaml"
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _load(args):
-    return scenario.load(args.file, args.scenario)
+    """The named scenario; without a name the default one (a comparison's first scenario)."""
+    return scenario.load_scenario(args.file, args.scenario)
 
 
 def cmd_validate(args):
     names = scenario.validate_file(args.file)
-    out.print(f"[green]{args.file}: valid[/green] ({len(names)} scenarios and comparisons: {', '.join(names)})")
+    out.print(f"[green]{escape(str(args.file))}: valid[/green] ({len(names)} scenarios and comparisons: "
+              f"{', '.join(names)})")
     return EXIT_OK
 
 
@@ -36,8 +41,10 @@ def cmd_list(args):
     for kind, names, table in (("scenario", scenario.scenario_names(doc), doc["scenarios"]),
                                ("comparison", scenario.comparison_names(doc), doc.get("comparisons") or {})):
         for name in names:
-            desc = (table[name] or {}).get("description", "")
-            out.print(f"{'*' if name == default else ' '} {kind:<10} {name:<28} {desc}")
+            entry = table[name] if isinstance(table[name], dict) else {}
+            desc = entry.get("description", "")
+            desc = desc[:200] if isinstance(desc, str) else "(the description is not text: see testbed validate)"
+            out.print(f"{'*' if name == default else ' '} {kind:<10} {name:<28} {desc}", markup=False)
     return EXIT_OK
 
 
@@ -48,7 +55,12 @@ def _planned_paths(s, folder):
     from .run import Workdir
 
     folder = Path(folder).resolve()
-    return imgs, Workdir(folder).paths(imgs, folder / "console.log", folder / "share")
+    paths = Workdir(folder).paths(imgs, folder / "console.log", folder / "share")
+    for sock in (paths.serial_socket, paths.qmp_socket, paths.qga_socket):
+        if len(sock.encode()) > UNIX_PATH_MAX:
+            raise TestbedError(f"{sock}: {len(sock.encode())} bytes, longer than a unix socket path may be "
+                               f"({UNIX_PATH_MAX}): choose a shorter folder")
+    return imgs, paths
 
 
 def _hand_accel(s):
@@ -104,7 +116,7 @@ def cmd_run(args):
     # SIGTERM (CI cancelling, `kill`) ends the run like Ctrl-C: QEMU stopped, bundle finished.
     signal.signal(signal.SIGTERM, _interrupt)
     out.rule(f"natsume-testbed: scenario {s.name}")
-    out.print(s.description)
+    out.print(s.description, markup=False)
     outcome = run(args.file, s, args.results, out.print)
     table = Table(title=f"stages of {outcome.bundle.name}")
     for col in ("stage", "status", "seconds", "detail"):
@@ -120,7 +132,7 @@ def cmd_run(args):
     if outcome.error is not None:
         err.print(f"[red]run failed[/red] at stage [bold]{outcome.runner.failed_stage()}[/bold]:")
         err.print(str(outcome.error), markup=False)
-    out.print(f"bundle: {outcome.bundle}\narchive: {outcome.archive}\nexit code: {outcome.code}")
+    out.print(f"bundle: {outcome.bundle}\narchive: {outcome.archive}\nexit code: {outcome.code}", markup=False)
     return outcome.code
 
 
@@ -129,13 +141,13 @@ def _run_comparison(args, comp):
 
     signal.signal(signal.SIGTERM, _interrupt)
     out.rule(f"natsume-testbed: comparison {comp.name} ({', '.join(s.name for s in comp.scenarios)})")
-    out.print(comp.description)
+    out.print(comp.description, markup=False)
     code, final, tar, runner, outcomes, text = run_comparison(args.file, comp, args.results, out.print)
     for s, o in outcomes:
         out.rule(f"{s.name}: exit {o.code}")
         _print_measurement(o.bundle)
     out.print(Markdown(text))
-    out.print(f"bundle: {final}\narchive: {tar}\nexit code: {code}")
+    out.print(f"bundle: {final}\narchive: {tar}\nexit code: {code}", markup=False)
     return code
 
 
@@ -163,7 +175,7 @@ def _print_measurement(bundle_dir):
     out.print(f"paired {summary['paired']}; unpaired VMM {summary['lonely_vmm']}, guest {summary['unpaired_guest']} "
               f"({summary['unpaired_pct']:.2f} %); coalesced VMM entries {summary['coalesced_vmm']}; "
               f"irq mode in guest: {summary['irq_mode_guest']}")
-    out.print(f"[dim]{summary['note']}[/dim]")
+    out.print(f"[dim]{escape(summary['note'])}[/dim]")
 
 
 def build_parser():
@@ -199,12 +211,18 @@ def main(argv=None):
         return args.func(args)
     except ScenarioError as exc:
         err.print(f"[red]scenario error[/red] ({len(exc.problems)} problem{'s' if len(exc.problems) > 1 else ''}):")
-        for problem in exc.problems:
+        for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
             err.print(f"  {problem}", markup=False)
+        if len(exc.problems) > MAX_PROBLEMS_SHOWN:  # one broken default repeats in every scenario
+            err.print(f"  ... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more (fix the first ones, then validate again)",
+                      markup=False)
         return EXIT_BAD_INPUT
     except TestbedError as exc:
-        err.print("[red]error:[/red]", str(exc), markup=False)
+        err.print("[red]error:[/red] " + escape(str(exc)))
         return exc.exit_code
+    except OSError as exc:  # e.g. render into a folder that cannot be written
+        err.print("[red]error:[/red] " + escape(f"{exc.filename or ''}: {exc.strerror or exc}"))
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

@@ -4,7 +4,11 @@ what is allowed; all problems are reported at once.
 """
 
 import dataclasses
+import difflib
+import math
 import re
+import reprlib
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,11 @@ MAC_RE = r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"
 NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
 XEN_OPTION_RE = r"^[A-Za-z0-9_.,:=+/-]+$"  # one token on Xen's command line, no quoting needed
 # q35 slots the testbed already uses: host bridge, VGA, virtio-serial (guest agent), ICH9 LPC.
+# Xen boot options the testbed renders itself (templates/xen-cmdline.j2) -> the setting they come from.
+TESTBED_XEN_OPTIONS = {"console": "the testbed (serial console)", "com1": "the testbed (serial console)",
+                       "conring_size": "the testbed", "dom0_mem": "dom0.memory_mb", "dom0_max_vcpus": "dom0.vcpus",
+                       "iommu": "machine.interrupt_remapping", "noreboot": "the testbed",
+                       "natsume": "hypervisor.variant and hypervisor.natsume"}
 # What one guest TSC tick is. `instructions` is the measuring mode: under -icount shift=0
 # (single-threaded TCG) QEMU's TSC advances one tick per guest instruction, so latencies repeat
 # to the instruction; `host` lets the TSC follow the host clock (smoke tests, KVM).
@@ -171,13 +180,37 @@ class Problem:
 # ---------------------------------------------------------------- loading
 
 
+MAX_FILE_BYTES = 1 << 20  # a scenario file is a few kB; more is a mistake (or /dev/zero)
+
+
+def _read(path):
+    """The file's text: a regular file of at most MAX_FILE_BYTES, in UTF-8."""
+    def refuse(where, message):
+        raise ScenarioError([Problem(where, "(file)", message)])
+    try:
+        info = path.stat()
+    except OSError as exc:
+        refuse(str(path), f"cannot read: {exc.strerror}")
+    if not stat.S_ISREG(info.st_mode):
+        refuse(str(path), "not a regular file (a FIFO, device or folder): give the path of a YAML file")
+    if info.st_size > MAX_FILE_BYTES:
+        refuse(str(path), f"{info.st_size} bytes: larger than {MAX_FILE_BYTES} bytes, too large for a scenario file")
+    try:
+        data = path.read_bytes()[:MAX_FILE_BYTES + 1]
+    except OSError as exc:
+        refuse(str(path), f"cannot read: {exc.strerror}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        refuse(f"{path}:{line}", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+                                 "save the file as UTF-8")
+
+
 def load_file(path):
     """Parse a testbed file into its raw, position-aware document."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ScenarioError([Problem(str(path), "(file)", f"cannot read: {exc.strerror}")]) from None
+    text = _read(path)
     try:
         doc = load_text(text, file=str(path))
     except YamlSyntaxError as exc:
@@ -191,9 +224,31 @@ def load_file(path):
             problems.append(Problem(doc.where(key), key, "expected a mapping"))
     if doc.get("comparisons") is not None and not isinstance(doc["comparisons"], SourcedDict):
         problems.append(Problem(doc.where("comparisons"), "comparisons", "expected a mapping"))
+    if not problems and not doc["scenarios"]:
+        problems.append(Problem(doc.where("scenarios"), "scenarios", "defines no scenario: name at least one"))
+    if not problems:
+        _check_names(doc, problems)
     if problems:
         raise ScenarioError(problems)
     return doc
+
+
+RUN_NAME_RE = r"[a-z0-9][a-z0-9-]{0,40}"  # scenario and comparison names: they name result folders and
+                                          # reach the shell (reproducer.sh, make SCENARIO=...)
+
+
+def _check_names(doc, problems):
+    comparisons = doc.get("comparisons") or {}
+    for section, table in (("scenarios", doc["scenarios"]), ("comparisons", comparisons)):
+        for name in table:
+            if not isinstance(name, str) or not re.fullmatch(RUN_NAME_RE, name):
+                problems.append(Problem(table.where(name), f"{section}.{_show(name)}",
+                                        "names use lower-case letters, digits and '-', at most 41 characters, "
+                                        "starting with a letter or digit (they name result folders)"))
+    for name in comparisons:
+        if name in doc["scenarios"]:
+            problems.append(Problem(comparisons.where(name), f"comparisons.{name}",
+                                    "a scenario has the same name: rename one of them"))
 
 
 def scenario_names(doc):
@@ -209,8 +264,7 @@ def resolve(doc, name=None):
     name = name or default_name(doc)
     scenarios = doc["scenarios"]
     if name not in scenarios:
-        raise ScenarioError([Problem(scenarios.where(), "scenarios",
-                                     f"no scenario named {name!r}; defined: {', '.join(scenarios) or 'none'}")])
+        raise ScenarioError([Problem(scenarios.where(), "scenarios", unknown_name(doc, name))])
     own = scenarios[name]
     if own is None:
         own = SourcedDict(file=scenarios.file, line=scenarios.key_lines.get(name, 0))
@@ -218,9 +272,6 @@ def resolve(doc, name=None):
         raise ScenarioError([Problem(scenarios.where(name), f"scenarios.{name}", "expected a mapping")])
     merged = deep_merge(doc["defaults"], own)
     problems = []
-    if not re.match(r"^[a-z0-9][a-z0-9-]{0,40}$", str(name)):
-        problems.append(Problem(scenarios.where(name), f"scenarios.{name}",
-                                "scenario names use lower-case letters, digits and '-' (they name result folders)"))
     merged["name"] = name
     merged.setdefault("description", "")
     merged.setdefault("source", scenarios.file)
@@ -295,12 +346,30 @@ def resolve_comparison(doc, name):
     return Comparison(name, str(raw.get("description", "")), tuple(scenarios), repeats)
 
 
+def unknown_name(doc, name):
+    """The message for a name that is neither a scenario nor a comparison, with a suggestion."""
+    known = scenario_names(doc) + comparison_names(doc)
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"no scenario or comparison named {_SHORT.repr(name)}{hint}; scenarios: "
+            f"{', '.join(map(str, scenario_names(doc)))}; comparisons: {', '.join(map(str, comparison_names(doc))) or 'none'}")
+
+
 def load_target(path, name=None):
     """A scenario or a comparison by name (default: the file's default_scenario)."""
     doc = load_file(path)
     name = name or default_name(doc)
     if name in comparison_names(doc):
         return resolve_comparison(doc, name)
+    return resolve(doc, name)
+
+
+def load_scenario(path, name=None):
+    """A scenario by name; without a name the default, or the first scenario of the default comparison."""
+    doc = load_file(path)
+    if name is None and default_name(doc) in comparison_names(doc):
+        first = (doc["comparisons"][default_name(doc)] or {}).get("scenarios") or [None]
+        name = first[0] if isinstance(first, list) and first else None
     return resolve(doc, name)
 
 
@@ -368,10 +437,15 @@ def _build(cls, raw, path, where, problems):
 
 
 _BAD = object()
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxdict = 4
+_SHORT.maxlevel = 2
 
 
 def _show(value):
-    return f"{value!r} ({type(value).__name__})" if value is not None else "null"
+    """A value for a message: bounded (a YAML alias can expand to gigabytes), with its type."""
+    return f"{_SHORT.repr(value)} ({type(value).__name__})" if value is not None else "null"
 
 
 def _convert(hint, meta, value, path, where, problems):
@@ -403,16 +477,19 @@ def _scalar(hint, meta, value, path, where, problems):
         problems.append(Problem(where, path, f"expected {kinds[hint]}, got {_show(value)}{hint_text}"))
         return _BAD
     if meta.get("choices") is not None and value not in meta["choices"]:
-        problems.append(Problem(where, path, f"{value!r} is not allowed; choose one of: {', '.join(meta['choices'])}"))
+        problems.append(Problem(where, path, f"{_SHORT.repr(value)} is not allowed; choose one of: {', '.join(meta['choices'])}"))
         return _BAD
     lo, hi = meta.get("min"), meta.get("max")
+    if hint is float and not math.isfinite(value):
+        problems.append(Problem(where, path, f"{value} is not a finite number"))
+        return _BAD
     if hint in (int, float) and ((lo is not None and value < lo) or (hi is not None and value > hi)):
         extra = f" ({meta['doc']})" if meta.get("doc") else ""
         problems.append(Problem(where, path, f"{value} is out of range {lo}..{hi}{extra}"))
         return _BAD
-    if meta.get("pattern") and not re.match(meta["pattern"], value):
+    if meta.get("pattern") and not re.fullmatch(meta["pattern"], value):  # fullmatch: no trailing newline
         extra = meta["doc"] or f"must match {meta['pattern']}"
-        problems.append(Problem(where, path, f"{value!r} is not valid: {extra}"))
+        problems.append(Problem(where, path, f"{_SHORT.repr(value)} is not valid: {extra}"))
         return _BAD
     return value
 
@@ -484,6 +561,12 @@ def _check_semantics(s, raw, path, problems):
     if int(s.nics.measured.mac.split(":")[0], 16) & 1 or int(s.nics.load.mac.split(":")[0], 16) & 1:
         bad(("nics",), "NIC MACs must be unicast (first octet even)")
 
+    for i, opt in enumerate(s.hypervisor.options):
+        key = opt.split("=", 1)[0]
+        if key in TESTBED_XEN_OPTIONS:
+            problems.append(Problem(_at(raw, "hypervisor", "options"), f"{path}.hypervisor.options[{i}]",
+                                    f"{key!r} is set by the testbed from {TESTBED_XEN_OPTIONS[key]}; set it there "
+                                    "instead of repeating it here"))
     used = s.dom0.memory_mb + s.rt_guest.memory_mb + s.load_guest.memory_mb
     if used + 256 > s.machine.memory_mb:
         bad(("machine", "memory_mb"),

@@ -55,10 +55,17 @@ def load_text(text, file="<string>"):
         return yaml.load(text, Loader=_loader_for(file))  # noqa: S506 - SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
+        line = mark.line + 1 if mark else 1
         raise YamlSyntaxError(file, line, f"YAML syntax: {exc.problem or exc}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other controls)
+        line = text.count("\n", 0, exc.position) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        raise YamlSyntaxError(file, line, f"character {char!r} is not allowed in YAML "
+                                          "(control characters other than tab and newline)") from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(file, 0, f"YAML syntax: {exc}") from None
+        raise YamlSyntaxError(file, 1, f"YAML syntax: {exc}") from None
+    except RecursionError:
+        raise YamlSyntaxError(file, 1, "nested too deeply (a scenario file needs a few levels)") from None
 
 
 def deep_merge(base, override):

@@ -70,10 +70,14 @@ def test_a_second_run_under_a_host_cpu_hog_repeats_the_median_and_p10(measured):
         for h in hogs:
             h.kill()
             h.wait()
-    assert again.code == 0, (again.error, again.checks)
+    # The hog slows the guest against host-paced traffic: fewer, fuller interrupts (fewer samples:
+    # enough_samples may fail). The latency of each path must not change.
+    assert again.error is None, str(again.error)
+    assert {c["name"] for c in again.checks if not c["ok"]} <= {"enough_samples"}, again.checks
     runs = []
     for outcome in (first, again):
         ticks = sorted(x.latency_ticks for x, _ in analysis.read_samples_csv(outcome.bundle / "samples.csv"))
+        assert len(ticks) >= 20, f"{outcome.bundle}: only {len(ticks)} samples"
         runs.append({"median": analysis.percentile(ticks, 0.5), "p10": analysis.percentile(ticks, 0.1)})
     print("repeatability:", runs)
     for stat in ("median", "p10"):

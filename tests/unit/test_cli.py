@@ -26,7 +26,7 @@ def test_validate_bad_file_exit_2_no_traceback(tmp_path):
 
 def test_run_with_unknown_scenario_writes_no_bundle(tmp_path):
     res = run_cli("run", "no-such-scenario", "--results", str(tmp_path))
-    assert res.returncode == 2 and "no scenario named 'no-such-scenario'" in res.stderr
+    assert res.returncode == 2 and "no scenario or comparison named 'no-such-scenario'" in res.stderr
     assert list(tmp_path.iterdir()) == []
 
 

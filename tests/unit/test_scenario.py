@@ -133,7 +133,7 @@ def test_missing_sections_and_unknown_scenario(tmp_path):
     assert any(p.endswith("scenarios.only.nics: missing (required)") for p in problems)
     assert any("scenarios.only.machine.cpus: missing (required)" in p for p in problems)
     problems = _problems(tmp_path, "defaults: {}\nscenarios:\n  a: {}\n", name="nope")
-    assert problems[0].endswith("scenarios: no scenario named 'nope'; defined: a")
+    assert problems[0].endswith("scenarios: no scenario or comparison named 'nope'; scenarios: a; comparisons: none")
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
