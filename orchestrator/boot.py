@@ -168,7 +168,21 @@ def rt_guest(agent, s, timeout):
                          max(1, deadline - time.monotonic()))
     pci = re.search(r"TESTBED-PCI \S+ \S+ driver=e1000e.*", text).group(0).strip()
     mode = re.search(r"TESTBED-IRQMODE \S+ (\S+)", text)
-    return f"{pci}; irq mode {mode.group(1) if mode else 'unknown'}"
+    detail = f"{pci}; irq mode {mode.group(1) if mode else 'unknown'}"
+    if s.rt_guest.sched_weight is not None:
+        detail += "; " + set_rt_weight(agent, s)
+    return detail
+
+
+def set_rt_weight(agent, s):
+    """The RT guest's credit2 weight: with more weight than the vCPU it shares its pCPU with, a
+    woken RT vCPU pre-empts it instead of waiting for its time slice (Xen's tools, as the paper had)."""
+    name = shlex.quote(s.rt_guest.name)
+    agent.run(f"xl sched-credit2 -d {name} -w {s.rt_guest.sched_weight}", timeout=60, check=True)
+    shown = agent.run(f"xl sched-credit2 -d {name}", timeout=60).stdout
+    if not re.search(rf"^\S+\s+\d+\s+{s.rt_guest.sched_weight}\b", shown, re.M):
+        raise BootFailure(f"the RT guest's credit2 weight is not {s.rt_guest.sched_weight}:\n{shown}")
+    return f"credit2 weight {s.rt_guest.sched_weight}"
 
 
 def load_guest(agent, s, timeout):

@@ -29,6 +29,9 @@ def run_comparison(scenario_file, comp, results_dir, say):
         status = "passed" if outcome.code == EXIT_OK else "failed"
         runner.results.append(StageResult(f"run:{s.name}#{repeat}", status, time.monotonic() - t0,
                                           f"exit {outcome.code}, bundle runs/{outcome.bundle.name}"))
+        if outcome.interrupted:  # Ctrl-C or SIGTERM: report what ran, start nothing more
+            say(f"[yellow]interrupted: {len(schedule) - i} run(s) of {comp.name} not started[/yellow]")
+            break
     text = write_report(comp, outcomes, b.dir)
     code = max(o.code for _, o in outcomes)
     manifest = {"comparison": comp.name, "description": comp.description, "repeats": comp.repeats,

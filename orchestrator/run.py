@@ -147,6 +147,7 @@ class Outcome:
     runner: StageRunner
     error: Exception = None  # the StageError that ended the run, if one did
     checks: list = None  # the measurement's checks (empty without a measurement)
+    interrupted: bool = False  # Ctrl-C or SIGTERM ended it: a comparison stops there too
 
 
 def run(scenario_file, s, results_dir, say, pack=True):
@@ -161,6 +162,7 @@ def run(scenario_file, s, results_dir, say, pack=True):
     machine = agent = console = None
     error = None
     checks = []
+    interrupted = False
     try:
         with runner.stage("images") as st:
             imgs = images.ensure(s.hypervisor.variant, progress=say)
@@ -196,6 +198,7 @@ def run(scenario_file, s, results_dir, say, pack=True):
     except StageError as exc:
         error = exc
     except KeyboardInterrupt:
+        interrupted = True
         error = StageError(runner.results[-1].name if runner.results else "start", "interrupted (Ctrl-C)")
     finally:
         for part in (agent, console, machine):
@@ -212,7 +215,7 @@ def run(scenario_file, s, results_dir, say, pack=True):
         report.junit(b.dir / "junit.xml", f"testbed.{s.name}", runner.results, checks)
         final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"]),
                               pack=pack)
-    return Outcome(code, final, tar, runner, error, checks)
+    return Outcome(code, final, tar, runner, error, checks, interrupted)
 
 
 def _traffic_line(t):

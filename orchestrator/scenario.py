@@ -103,6 +103,8 @@ class RtGuest:
     pcpu: int = field(metadata=spec(min=0, max=7))
     memory_mb: int = field(metadata=spec(min=128, max=8192))
     busy_loop: bool = field(metadata=spec(doc="the paper's idle avoidance: a nice-19 CPU-bound loop in the guest"))
+    sched_weight: Optional[int] = field(metadata=spec(
+        min=1, max=65535, doc="the RT guest's credit2 weight (xl sched-credit2 -w); null: Xen's default, 256"))
     exclusive: bool = field(metadata=spec(
         doc="true: no other domain may use the RT pCPU; false: dom0 may share it (the paper's contention)"))
     interrupt_throttle_rate: Optional[int] = field(metadata=spec(

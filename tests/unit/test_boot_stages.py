@@ -193,3 +193,14 @@ def test_a_load_nic_irq_that_cannot_be_steered_fails_the_stage():
     agent.answers.insert(0, (r"smp_affinity", (1, "")))
     with pytest.raises(boot.BootFailure, match="cannot bind the load NIC's interrupt to dom0 vCPU 3"):
         boot.toolstack(agent, s, 10)
+
+
+def test_rt_weight_is_set_and_checked():
+    s = scenario.load(ROOT / "testbed.yaml", "paper-stock-weighted")
+    agent = healthy_agent()
+    agent.answers[:0] = [(r"sched-credit2 -d rt -w", (0, "")),
+                         (r"sched-credit2 -d rt$", (0, "Name   ID Weight  Cap\nrt      1  65535    0\n"))]
+    assert boot.rt_guest(agent, s, 10).endswith("; credit2 weight 65535")
+    agent.answers[1] = (r"sched-credit2 -d rt$", (0, "Name   ID Weight  Cap\nrt      1    256    0\n"))
+    with pytest.raises(boot.BootFailure, match="credit2 weight is not 65535"):
+        boot.rt_guest(agent, s, 10)

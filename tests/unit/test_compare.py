@@ -130,3 +130,20 @@ def test_comparison_of_unknown_or_boot_only_scenarios(tmp_path):
     text = str(info.value)
     assert "comparisons.bad.scenarios: no scenario named 'nope'" in text
     assert "scenario 'boot-stock' measures nothing" in text
+
+
+def test_an_interrupted_run_stops_the_comparison(tmp_path, monkeypatch):
+    s = scenario.load(ROOT / "testbed.yaml", "iso-stock")
+    comp = _two(s)
+    started = []
+
+    def fake_run(file, sc, results, say, pack=True):
+        started.append(sc.name)
+        folder = results / f"{sc.name}-{len(started)}"
+        folder.mkdir(parents=True)
+        return SimpleNamespace(bundle=folder, code=2, checks=[], interrupted=len(started) == 2, error=None)
+
+    monkeypatch.setattr(compare, "run", fake_run)
+    code, final, tar, runner, outcomes, text = compare.run_comparison(ROOT / "testbed.yaml", comp, tmp_path, lambda t: None)
+    assert started == ["iso-stock", "other"] and code == 2 and len(outcomes) == 2
+    assert (final / "report.md").exists() and tar.exists()
