@@ -90,7 +90,10 @@ def segment_stats(breakdowns, latencies):
         entry = {"n": len(members), "latency": _mp([lat for _, lat in members])}
         for seg in SEGMENT_NAMES:
             values = [b.segments[seg] for b, _ in members if b.segments[seg] is not None]
-            entry[seg] = _mp(values) | {"n": len(values)}
+            # bar: the median over every member, 0 where it lacks the segment, so a rare
+            # segment does not stand for the whole class in a stacked bar
+            bar = _mp([b.segments[seg] or 0 for b, _ in members])["median"]
+            entry[seg] = _mp(values) | {"n": len(values), "bar": bar}
         out[name] = entry
     return out
 

@@ -172,11 +172,13 @@ def plot_breakdown(stats, path, title):
     fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(bars)), 4.5), dpi=110)
     bottoms = [0.0] * len(bars)
     for seg in SEGMENT_NAMES:
-        heights = [g[seg]["median"] or 0 for _, g in bars]
+        heights = [g[seg]["bar"] or 0 for _, g in bars]
         ax.bar(range(len(bars)), heights, bottom=bottoms, label=seg)
         bottoms = [b + h for b, h in zip(bottoms, heights)]
+    for x, total in enumerate(bottoms):
+        ax.annotate(f"{total:,.0f}", (x, total), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(bars)), [label for label, _ in bars], fontsize=7)
-    ax.set_ylabel("TSC ticks (median of each segment)")
+    ax.set_ylabel("ticks (median per segment, 0 where absent)")
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -58,5 +58,7 @@ def test_segment_stats_per_path_and_overall():
     bs.append(breakdown.Breakdown("woken", dict.fromkeys(breakdown.SEGMENT_NAMES)))
     st = breakdown.segment_stats(bs, [60, 120, 180, 999])
     assert st["running"]["n"] == 3 and st["running"]["to_bounce"]["median"] == 20
-    assert st["all"]["latency"]["median"] == 150 and st["woken"]["to_bounce"] == {"median": None, "p99": None, "n": 0}
+    assert st["all"]["latency"]["median"] == 150
+    assert st["woken"]["to_bounce"] == {"median": None, "p99": None, "n": 0, "bar": 0}
+    assert st["all"]["to_bounce"]["bar"] == 15  # median of 10, 20, 30 and the absent 0
     assert breakdown.path_counts(bs) == {"running": 3, "woken": 1, "coalesced": 0, "no_notify": 0, "unmatched": 0}
