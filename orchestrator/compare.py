@@ -13,6 +13,7 @@ from .run import run
 from .stages import StageResult, StageRunner
 
 VERDICT_STATS = ("median", "mean", "p99")  # the statistics with a CI; the verdict sentence uses the first
+PATH_VERDICT = "running"  # a second verdict on this path class alone (breakdown.PATHS)
 
 
 def run_comparison(scenario_file, comp, results_dir, say):
@@ -70,18 +71,25 @@ def write_report(comp, outcomes, folder):
     measured = [(summary, rows) for _, _, summary, rows in runs if summary is not None and rows]
     unit = _unit(measured)
     by_scenario = {s.name: [] for s in comp.scenarios}  # name -> per-run latency lists, in run order
+    by_path = {s.name: [] for s in comp.scenarios}  # the same, only interrupts on the PATH_VERDICT path
     for s, _, summary, rows in runs:
         if unit is not None and summary is not None and rows:
             by_scenario[s.name].append([getattr(x, unit.key) for x, _ in rows])
+            on_path = [getattr(x, unit.key) for x, b in rows if b is not None and b.path == PATH_VERDICT]
+            if len(on_path) >= 2:
+                by_path[s.name].append(on_path)
     baseline = comp.scenarios[0].name
     accel = next((summary["accelerator"] for summary, _ in measured), "unknown")
     lines = [f"# {comp.name}: interrupt latency, side by side", "", comp.description, ""]
-    verdicts, results = {}, {}
+    verdicts, results, path_verdicts, path_results = {}, {}, {}, {}
     if unit is None:
         lines += ["**No comparison**: the runs were made in different timing modes (instructions and host).", ""]
     elif by_scenario[baseline] and any(by_scenario[n] for n in by_scenario if n != baseline):
         verdicts, results = _verdicts(by_scenario, baseline, unit)
-        lines += ["## Verdict", ""] + [f"- {v.sentence}" for v in verdicts.values()] + [""]
+        path_verdicts, path_results = ({}, {}) if not by_path[baseline] else _verdicts(by_path, baseline, unit)
+        lines += ["## Verdict", ""] + [f"- {v.sentence}" for v in verdicts.values()]
+        lines += [f"- interrupts on the `{PATH_VERDICT}` path only (the RT vCPU was running: the part of the path "
+                  f"Natsume changes, without the scheduler's waits): {v.sentence}" for v in path_verdicts.values()] + [""]
         lines += [f"> {report.EMULATION_NOTE.format(accel=accel)} {report.TIMING_NOTES[unit.timing]} "
                   f"Runs were interleaved ({comp.repeats} per scenario) in this one invocation, on one host, with "
                   "identical traffic and load settings.", ""]
@@ -105,6 +113,8 @@ def write_report(comp, outcomes, folder):
         {"baseline": baseline, "timing": unit.timing if unit else None, "unit": unit.label if unit else None,
          "repeats": comp.repeats, "statistics": results,
          "verdicts": {name: v.__dict__ for name, v in verdicts.items()},
+         "path_verdicts": {PATH_VERDICT: {name: v.__dict__ for name, v in path_verdicts.items()}},
+         "path_statistics": {PATH_VERDICT: path_results},
          "exit_codes": [[s.name, o.code] for s, o in outcomes]}, indent=2, default=list) + "\n")
     return text
 

@@ -53,6 +53,7 @@ def test_report_has_verdict_table_cis_breakdown_plots_and_runs(tmp_path):
     text = compare.write_report(comp, outcomes, tmp_path)
     assert "## Verdict" in text and "- other is faster than iso-stock: median 3,300 vs 5,300 instructions" in text
     assert "Timing: instructions" in text and "Runs were interleaved (2 per scenario)" in text
+    assert "- interrupts on the `running` path only" in text and text.count("other is faster than iso-stock") == 2
     assert "| median | 5,300 | 3,300 | +2,000 | +37.7 % |" in text
     assert "| other | median | 5,300 | 3,300 | -2,000 | -2,000 to -2,000 | -37.7 % |" in text
     assert "| iso-stock | 2 | 5,300, 5,300 | 0.00 % |" in text  # run-to-run spread
