@@ -144,7 +144,7 @@ def evaluate(s, rec, out_dir, accel):
         "guest_lost_events": guest.lost_events, "trace_lost_records": lost,
         "trace_truncated_at": trace.truncated_at, **analysis.summary(pairing),
         "traffic": rec.traffic, "absorbed": absorbed(rec), "stamping": True,
-        "natsume_fast_path_irqs": rec.natsume_fast_path,
+        "natsume_fast_path_irqs": rec.natsume_fast_path, "natsume_dropped": rec.natsume_dropped or None,
         "path_records": len(paths), "paths": breakdown.path_counts(breakdowns),
         "breakdown": breakdown.segment_stats(breakdowns, [x.latency_ticks for x in pairing.samples]),
         "counters_before": rec.counters_before, "counters_after": rec.counters_after,
@@ -166,4 +166,9 @@ def evaluate(s, rec, out_dir, accel):
         check("trace_complete", lost == 0 and trace.truncated_at is None and guest.lost_events == 0,
               f"xentrace lost {lost} records, truncated at {trace.truncated_at}; ftrace lost {guest.lost_events}"),
     ]
+    if rec.natsume_fast_path is not None:
+        lost = {k: v for k, v in (rec.natsume_dropped or {}).items() if v}
+        checks.append(check("natsume_delivered_all", not lost,
+                            "Natsume's dedicated handler dropped " + (", ".join(f"{v} {k}" for k, v in lost.items())
+                                                                     if lost else "no interrupt (unbound 0, busy 0)")))
     return summary, checks

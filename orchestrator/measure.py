@@ -43,6 +43,7 @@ class MeasureRecords:
     guest_irq_mode: str = "unknown"  # what the RT guest reported: msi, msix or intx
     guest_irqs: dict = field(default_factory=dict)  # the e1000e's Linux IRQs in the guest -> their names
     natsume_fast_path: int = None  # interrupts Natsume's dedicated handler took (None: stock)
+    natsume_dropped: dict = field(default_factory=dict)  # Natsume's silent losses: {"unbound": n, "busy": n}
     calibration: dict = field(default_factory=dict)  # calibrate(): what one TSC tick is in this run
 
 
@@ -250,7 +251,7 @@ def measure(agent, s, share_dir, say):
             rt.command("rtagent stop", r"^RTAGENT-STOPPED", 60)
     rec.counters_after = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
     if s.hypervisor.variant == "natsume":
-        rec.natsume_fast_path = natsume_counters(agent, share_dir / "natsume-counters.txt")
+        rec.natsume_fast_path, rec.natsume_dropped = natsume_counters(agent, share_dir / "natsume-counters.txt")
     (share_dir / "traffic.json").write_text(json.dumps(
         {"sent": rec.traffic, "before": rec.counters_before, "after": rec.counters_after}, indent=2) + "\n")
     sysinfo(agent, rt, share_dir / "sysinfo-after")
@@ -261,14 +262,26 @@ def measure(agent, s, share_dir, say):
 
 
 def natsume_counters(agent, path):
-    """Natsume's evidence (debug key j): how many interrupts took the fast path."""
+    """Natsume's evidence (debug key j): how many interrupts took the fast path; -> (irqs, dropped)."""
     text = agent.run("xl debug-keys j; xl dmesg | tail -n 40", timeout=60, check=True).stdout
     text = text[text.rfind("natsume: fast-path"):] if "natsume: fast-path" in text else text
     path.write_text(text)
     m = re.search(r"natsume: fast-path irqs=(\d+)", text)
     if not m:
         raise MeasureError("Xen's `j` debug key printed no Natsume fast-path counter: is this the natsume build?")
-    return int(m.group(1))
+    return int(m.group(1)), dropped_counts(text)
+
+
+def dropped_counts(text):
+    """Interrupts Natsume's dedicated handler took but could not deliver, summed over its vectors
+    (debug key j: `vector 0xf2 ... irqs=n unbound=n busy=n`): a vector with no binding, or an event
+    channel whose lock was busy."""
+    counts = {"unbound": 0, "busy": 0}
+    for line in re.findall(r"natsume:\s+vector 0x[0-9a-f]+ .*", text):
+        for key in counts:
+            found = re.search(rf"\b{key}=(\d+)", line)
+            counts[key] += int(found.group(1)) if found else 0
+    return counts
 
 
 def start_probes(agent, rt, s, rec):

@@ -125,3 +125,18 @@ def test_natsume_run_without_fast_path_is_refused(tmp_path, s):
     rec.natsume_fast_path = 12
     summary, _ = evaluate.evaluate(s, rec, tmp_path, "tcg")
     assert summary["natsume_fast_path_irqs"] == 12
+
+
+def test_natsume_interrupts_dropped_by_the_fast_path_fail_a_check(tmp_path, s):
+    from orchestrator import measure
+    text = ("(XEN) natsume:   vector 0xf2 IRQ 29 entry 0: irqs=703 unbound=0 busy=2 refused=0 -> d1 pirq 55 port 9\n"
+            "(XEN) natsume:   vector 0xf3 IRQ 30 entry 1: irqs=12 unbound=1 busy=0 refused=0 -> d1 pirq 54 port 10\n")
+    assert measure.dropped_counts(text) == {"unbound": 1, "busy": 2}
+    rec = _records(tmp_path, [1000], [1500])
+    rec.natsume_fast_path, rec.natsume_dropped = 715, measure.dropped_counts(text)
+    _, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
+    failed = {c["name"]: c["detail"] for c in checks if not c["ok"]}
+    assert failed["natsume_delivered_all"] == "Natsume's dedicated handler dropped 1 unbound, 2 busy"
+    rec.natsume_dropped = {"unbound": 0, "busy": 0}
+    _, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
+    assert next(c for c in checks if c["name"] == "natsume_delivered_all")["ok"]
