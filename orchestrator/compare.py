@@ -121,14 +121,10 @@ def write_report(comp, outcomes, folder):
 
 def _verdicts(by_scenario, baseline, unit):
     """Bootstrap every other scenario against the baseline -> ({name: Verdict}, {name: result})."""
-    base_runs = by_scenario[baseline]
-    verdicts, results = {}, {}
-    for name, runs in by_scenario.items():
-        if name == baseline or not runs:
-            continue
-        results[name] = verdict.bootstrap_compare(base_runs, runs, stats=VERDICT_STATS)
-        verdicts[name] = verdict.verdict(results[name], VERDICT_STATS[0], baseline_name=baseline, other_name=name,
-                                         unit=unit.label)
+    others = {name: runs for name, runs in by_scenario.items() if name != baseline and runs}
+    results = verdict.compare_to_baseline(by_scenario[baseline], others, stats=VERDICT_STATS)
+    verdicts = {name: verdict.verdict(result, VERDICT_STATS[0], baseline_name=baseline, other_name=name,
+                                      unit=unit.label) for name, result in results.items()}
     return verdicts, results
 
 

@@ -103,7 +103,8 @@ def evaluate(s, rec, out_dir, accel):
                                "this run would be a stock result under a Natsume label")
     if not s.measurement.stamping:
         summary = {"scenario": s.name, "variant": s.hypervisor.variant, "load": s.measurement.load,
-                   "accelerator": accel, "timing": s.machine.timing, "stamping": False, "absorbed": absorbed(rec), "traffic": rec.traffic,
+                   "accelerator": accel, "timing": s.machine.timing, "stamping": False, "absorbed": absorbed(rec),
+                   "traffic": rec.traffic,
                    "counters_before": rec.counters_before, "counters_after": rec.counters_after}
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary, []
@@ -167,8 +168,9 @@ def evaluate(s, rec, out_dir, accel):
               f"xentrace lost {lost} records, truncated at {trace.truncated_at}; ftrace lost {guest.lost_events}"),
     ]
     if rec.natsume_fast_path is not None:
-        lost = {k: v for k, v in (rec.natsume_dropped or {}).items() if v}
-        checks.append(check("natsume_delivered_all", not lost,
-                            "Natsume's dedicated handler dropped " + (", ".join(f"{v} {k}" for k, v in lost.items())
-                                                                     if lost else "no interrupt (unbound 0, busy 0)")))
+        dropped = {k: v for k, v in (rec.natsume_dropped or {}).items() if v}
+        checks.append(check("natsume_delivered_all", not dropped,
+                            "Natsume's dedicated handler dropped "
+                            + (", ".join(f"{v} {k}" for k, v in dropped.items()) if dropped
+                               else "no interrupt (unbound 0, busy 0)")))
     return summary, checks

@@ -162,7 +162,6 @@ def figure2_table(stats_by_label, baseline, unit):
     return "\n".join(lines)
 
 
-
 def plot_breakdown(stats, path, title):
     """Stacked bars: per scenario and path class, the median of each segment (ticks), so a reader
     sees which segment one variant removes and which remains. stats: {scenario: segment_stats()}."""
