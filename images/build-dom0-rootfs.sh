@@ -15,7 +15,6 @@
 #                                   under TCG, see images/README.md)
 #   DOM0_COMPRESS=zstd           -> dom0-rootfs.cpio.zst  (zstd -10)
 #   DOM0_COMPRESS=gzip           -> dom0-rootfs.cpio.gz   (gzip -1)
-# Env: FORCE=1 rebuild even if OUT is up to date; KEEP_WORK=1 keep the tree.
 set -euo pipefail
 export RECIPE=build-dom0-rootfs
 # shellcheck source=images/lib.sh
@@ -42,9 +41,6 @@ MODULES="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-pciback xen-ne
          bridge stp llc tun e1000 e1000e virtio_pci virtio_ring virtio virtio_console
          9p 9pnet_virtio"
 
-HASH=$(lib_inputs_hash "$KDIR/versions.txt")
-HASH=$(printf '%s %s\n' "$HASH" "$COMPRESS" | sha256sum | cut -d' ' -f1)
-if lib_up_to_date "$OUT" "$HASH" "$ART" dpkg-list.txt; then exit 0; fi
 
 T0=$(date +%s)
 lib_stage_out "$OUT"
@@ -127,7 +123,6 @@ esac
     echo "xenstored $(basename "$XENSTORED") -"
     echo "$ART - $(sha256_of "$STAGE/$ART")"
 } >"$STAGE/versions.txt"
-echo "$HASH" >"$STAGE/.inputs"
 
 lib_commit_out "$STAGE" "$OUT"
 log "done in $(( $(date +%s) - T0 )) s: $OUT/$ART ($(du -h "$OUT/$ART" | cut -f1), tree ${SIZE} MB)"

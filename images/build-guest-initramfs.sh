@@ -9,7 +9,6 @@
 # dependencies; ptp/pps_core are built into Debian's kernel) from KERNEL_DIR
 # (an output of fetch-kernel.sh), with depmod -b.
 # Outputs: OUT/guest-initrd.cpio.gz (newc, gzip -9), OUT/versions.txt
-# Env: FORCE=1 rebuild even if OUT is up to date.
 set -euo pipefail
 export RECIPE=build-guest-initramfs
 # shellcheck source=images/lib.sh
@@ -33,8 +32,6 @@ file -b "$BUSYBOX" | grep -q 'statically linked' || die "$BUSYBOX is not statica
 need cpio gzip depmod file python3 gcc
 MODULES="xen-pcifront e1000e ptp pps_core e1000 xen-netfront"
 
-HASH=$(lib_inputs_hash "$INIT_SRC" "$RTAGENT_SRC" "$TSCCAL_SRC" "$KDIR/versions.txt" "$BUSYBOX")
-if lib_up_to_date "$OUT" "$HASH" guest-initrd.cpio.gz; then exit 0; fi
 
 T0=$(date +%s)
 lib_stage_out "$OUT"
@@ -85,7 +82,6 @@ log "packing newc cpio + gzip -9"
     done)
     echo "guest-initrd.cpio.gz - $(sha256_of "$STAGE/guest-initrd.cpio.gz")"
 } >"$STAGE/versions.txt"
-echo "$HASH" >"$STAGE/.inputs"
 
 lib_commit_out "$STAGE" "$OUT"
 log "done in $(( $(date +%s) - T0 )) s: $OUT/guest-initrd.cpio.gz ($(du -h "$OUT/guest-initrd.cpio.gz" | cut -f1))"

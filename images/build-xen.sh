@@ -8,7 +8,6 @@
 #   XEN_CONFIG_FRAGMENT=/abs/fragment.config  appended to the defconfig, then olddefconfig
 # Outputs: OUT/xen (multiboot ELF32, what QEMU -kernel boots), OUT/xen-syms,
 #          OUT/xen.config, OUT/versions.txt
-# Env: FORCE=1 rebuild even if OUT is up to date; KEEP_WORK=1 keep the source tree;
 #      JOBS (default 2).
 set -euo pipefail
 export RECIPE=build-xen
@@ -33,10 +32,6 @@ if [ -n "$FRAGMENT" ]; then
     FRAGMENT=$(realpath "$FRAGMENT")
 fi
 
-HASH=$(lib_inputs_hash "${PATCHES[@]}" ${FRAGMENT:+"$FRAGMENT"})
-# The patch order matters too.
-HASH=$(printf '%s %s\n' "$HASH" "${PATCHES[*]##*/}" | sha256sum | cut -d' ' -f1)
-if lib_up_to_date "$OUT" "$HASH" xen xen-syms xen.config; then exit 0; fi
 
 T0=$(date +%s)
 lib_stage_out "$OUT"
@@ -118,7 +113,6 @@ XEN_FULLVER=$(make -s -C "$TREE/xen" xenversion 2>/dev/null || echo unknown)
     echo "xen-syms $XEN_FULLVER $(sha256_of "$STAGE/xen-syms")"
     echo "xen.config $XEN_FULLVER $(sha256_of "$STAGE/xen.config")"
 } >"$STAGE/versions.txt"
-echo "$HASH" >"$STAGE/.inputs"
 
 lib_commit_out "$STAGE" "$OUT"
 log "done in $(( $(date +%s) - T0 )) s: $OUT/xen ($(du -h "$OUT/xen" | cut -f1)), xen-syms, xen.config, versions.txt"

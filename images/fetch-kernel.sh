@@ -7,7 +7,6 @@
 #          OUT/config (the kernel's .config), OUT/System.map,
 #          OUT/modules/lib/modules/<kver>/... (full module tree + modules.* files),
 #          OUT/versions.txt
-# Env: FORCE=1 re-fetch even if OUT is up to date.
 set -euo pipefail
 export RECIPE=fetch-kernel
 # shellcheck source=images/lib.sh
@@ -18,8 +17,6 @@ OUT=$(realpath -m "$1")
 : "${KERNEL_PACKAGE:?pins.env must set KERNEL_PACKAGE}" "${KERNEL_VERSION:?pins.env must set KERNEL_VERSION}"
 need apt-get dpkg-deb depmod sha256sum
 
-HASH=$(lib_inputs_hash)
-if lib_up_to_date "$OUT" "$HASH" vmlinuz kver modules; then exit 0; fi
 
 T0=$(date +%s)
 lib_stage_out "$OUT"
@@ -60,7 +57,6 @@ depmod -b "$STAGE/modules" "$KVER" || die "depmod failed"
     [ ! -f "$STAGE/config" ] || echo "config $KVER $(sha256_of "$STAGE/config")"
     echo "modules.dep $KVER $(sha256_of "$STAGE/modules/lib/modules/$KVER/modules.dep")"
 } >"$STAGE/versions.txt"
-echo "$HASH" >"$STAGE/.inputs"
 
 lib_commit_out "$STAGE" "$OUT"
 log "done in $(( $(date +%s) - T0 )) s: kernel $KVER, vmlinuz $(du -h "$OUT/vmlinuz" | cut -f1), modules $(du -sh "$OUT/modules" | cut -f1)"

@@ -15,11 +15,10 @@
 #   lib_stage_out OUT              set STAGE: a temp dir next to OUT, removed on failure
 #   lib_commit_out STAGE OUT       replace OUT by STAGE (rename)
 #   lib_workdir                    set WORK: a scratch dir removed at exit (KEEP_WORK=1 keeps)
-#   lib_inputs_hash / lib_up_to_date   skip a rebuild when OUT/.inputs matches (FORCE=1 rebuilds)
 #   sha256_of FILE                 the sha256 of FILE
 #   lib_copy_modules KDIR ROOT KVER MOD...
-#                                  copy modules MOD (names as modprobe knows them)
-#                                  and their dependencies from KDIR/lib/modules/KVER
+#                                  copy modules MOD (names or aliases, resolved by kmod's
+#                                  modprobe --show-depends) from KDIR/lib/modules/KVER
 #                                  into ROOT/lib/modules/KVER, then depmod -b ROOT
 
 set -euo pipefail
@@ -101,33 +100,24 @@ _lib_host_entries() {
                 fi
             done
         done
-        # deb822 style: sources.list.d/*.sources
+        # deb822 style: sources.list.d/*.sources, parsed by python-debian (python3-debian)
         for f in "$LIB_APT_ETC"/sources.list.d/*.sources; do
             [ -f "$f" ] || continue
-            python3 - "$f" <<'EOF'
-import sys, re
-text = open(sys.argv[1], encoding="utf-8").read()
-for para in re.split(r"\n\s*\n", text):
-    fields, key = {}, None
-    for line in para.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
+            # Debian's python3 (python3-debian is installed for it), not whatever python3 is first on PATH
+            /usr/bin/python3 - "$f" <<'EOF' || die "cannot parse $f with python3-debian (images/install-host-deps.sh installs it)"
+import sys
+from debian.deb822 import Deb822
+with open(sys.argv[1], encoding="utf-8") as f:
+    for para in Deb822.iter_paragraphs(f):
+        if para.get("Enabled", "yes").lower() == "no":
             continue
-        if line[0] in " \t" and key:
-            fields[key] += " " + line.strip()
-            continue
-        if ":" in line:
-            key, val = line.split(":", 1)
-            key = key.strip().lower()
-            fields[key] = val.strip()
-    if not fields or fields.get("enabled", "yes").lower() == "no":
-        continue
-    signed = fields.get("signed-by", "")
-    if "\n" in signed or "BEGIN PGP" in signed:
-        signed = "<inline>"
-    for t in fields.get("types", "").split():
-        for u in fields.get("uris", "").split():
-            for s in fields.get("suites", "").split():
-                print("\t".join([t, u, s, fields.get("components", ""), signed]))
+        signed = para.get("Signed-By", "")
+        if "\n" in signed or "BEGIN PGP" in signed:
+            signed = "<inline>"
+        for t in para.get("Types", "").split():
+            for u in para.get("URIs", "").split():
+                for s in para.get("Suites", "").split():
+                    print("\t".join([t, u, s, " ".join(para.get("Components", "").split()), signed]))
 EOF
         done | while IFS=$'\t' read -r type uri suite comps signed; do
             if _lib_keep_entry "$type" "$uri" "$suite" "$comps" "$signed"; then
@@ -225,53 +215,21 @@ lib_copy_modules() {
     local src="$kdir/lib/modules/$kver" dst="$root/lib/modules/$kver"
     [ -f "$src/modules.dep" ] || die "$src/modules.dep missing (is KERNEL_DIR an output of fetch-kernel.sh?)"
     mkdir -p "$dst"
-    python3 - "$RECIPE" "$src" "$@" >"$root/.modlist" <<'EOF' || die "module resolution failed"
-import sys, os
-recipe, src, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
-norm = lambda n: n.replace("-", "_")
-dep, byname = {}, {}
-for line in open(os.path.join(src, "modules.dep")):
-    path, _, deps = line.partition(":")
-    path = path.strip()
-    dep[path] = deps.split()
-    base = os.path.basename(path)
-    for ext in (".ko", ".ko.xz", ".ko.zst", ".ko.gz"):
-        if base.endswith(ext):
-            byname[norm(base[: -len(ext)])] = path
-builtin = set()
-bf = os.path.join(src, "modules.builtin")
-if os.path.exists(bf):
-    for line in open(bf):
-        b = os.path.basename(line.strip())
-        builtin.add(norm(b[:-3] if b.endswith(".ko") else b))
-aliases = {}
-af = os.path.join(src, "modules.alias")
-for line in open(af) if os.path.exists(af) else []:
-    p = line.split()
-    if len(p) == 3 and p[0] == "alias":
-        aliases.setdefault(norm(p[1]), p[2])
-out = []
-def add(p):
-    if p in out:
-        return
-    out.append(p)
-    for d in dep.get(p, []):
-        add(d)
-for w in wanted:
-    n = norm(w)
-    if n in byname:
-        add(byname[n])
-        print(f"[{recipe}]   module  {w}", file=sys.stderr)
-    elif n in builtin:
-        print(f"[{recipe}]   builtin {w} (in vmlinuz, nothing to copy)", file=sys.stderr)
-    elif n in aliases and norm(aliases[n]) in byname:
-        add(byname[norm(aliases[n])])
-        print(f"[{recipe}]   module  {w} (alias of {aliases[n]})", file=sys.stderr)
-    else:
-        print(f"[{recipe}]   MISSING {w} (neither a module nor built in; skipped)", file=sys.stderr)
-for p in out:
-    print(p)
-EOF
+    # kmod resolves names, aliases and dependencies from the binary indexes depmod wrote.
+    local m line
+    : >"$root/.modlist"
+    for m in "$@"; do
+        if ! line=$(modprobe -d "$kdir" -S "$kver" --show-depends "$m" 2>&1); then
+            log "  MISSING $m (neither a module nor built in; skipped): $line"
+            continue
+        fi
+        case "$line" in
+            builtin\ *) log "  builtin $m (in vmlinuz, nothing to copy)" ;;
+            *) log "  module  $m" ;;
+        esac
+        printf '%s\n' "$line" | awk -v src="$src/" '$1 == "insmod" && index($2, src) == 1 { print substr($2, length(src) + 1) }' >>"$root/.modlist"
+    done
+    awk '!seen[$0]++' "$root/.modlist" >"$root/.modlist.u" && mv "$root/.modlist.u" "$root/.modlist"
     local p n=0
     while read -r p; do
         mkdir -p "$dst/$(dirname "$p")"
@@ -309,27 +267,4 @@ lib_cleanup_add() { LIB_CLEANUP+=("$@"); }
 lib_workdir() {
     WORK=$(mktemp -d "${WORK_TMPDIR:-${TMPDIR:-/tmp}}/$RECIPE.XXXXXX")
     LIB_WORKDIRS+=("$WORK")
-}
-
-# lib_inputs_hash FILE...  -> sha256 over pins.env, lib.sh, the calling recipe
-# and FILE... (names and contents), so OUT/.inputs records what built it.
-lib_inputs_hash() {
-    local f
-    {
-        for f in "$IMAGES_DIR/pins.env" "$IMAGES_DIR/lib.sh" "$0" "$@"; do
-            printf '%s\n' "$(basename "$f")"
-            sha256_of "$f"
-        done
-    } | sha256sum | cut -d' ' -f1
-}
-
-# lib_up_to_date OUT HASH FILE... : true (and logs) when OUT was built from the
-# same inputs and still holds FILE...; FORCE=1 always rebuilds.
-lib_up_to_date() {
-    local out=$1 hash=$2 f; shift 2
-    [ "${FORCE:-0}" != 1 ] || return 1
-    [ -f "$out/.inputs" ] && [ "$(cat "$out/.inputs")" = "$hash" ] || return 1
-    for f in versions.txt "$@"; do [ -e "$out/$f" ] || return 1; done
-    log "up to date: $out (inputs $hash; FORCE=1 rebuilds)"
-    return 0
 }
