@@ -6,10 +6,11 @@ command is `guest-exec` of `/bin/sh -c`, polled with `guest-exec-status`.
 
 import base64
 import random
-import time
 from dataclasses import dataclass
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from .deadline import Deadline
 
 
 class AgentError(Exception):
@@ -32,23 +33,27 @@ class GuestAgent:
     def __init__(self, socket_path):
         self.socket_path = str(socket_path)
         self.qga = None
+        self.answered = False  # dom0's agent answered once: collecting its logs is worth a try
+
+    @property
+    def connected(self):
+        return self.qga is not None and self.answered
 
     def connect(self, timeout):
         """Connect and synchronise; the agent in dom0 may not be listening yet, so retry."""
-        deadline = time.monotonic() + timeout
         last = None
-        while time.monotonic() < deadline:
+        for _ in Deadline(timeout).poll(1.0):
             try:
                 self._open()
                 token = random.randint(1, 2**31)
                 self.qga.settimeout(3)
                 if self.qga.cmd("guest-sync", id=token) == token:
                     self.qga.settimeout(30)
+                    self.answered = True
                     return self
             except Exception as exc:  # noqa: BLE001 - any failure here means "not ready yet"
                 last = exc
             self.close()
-            time.sleep(1)
         raise AgentError(f"dom0's guest agent did not answer within {timeout} s (last error: {last})")
 
     def _open(self):
@@ -58,17 +63,15 @@ class GuestAgent:
 
     def run(self, command, timeout=60, check=False):
         """Run a shell command in dom0; -> Result. Raises AgentError on timeout."""
+        if self.qga is None:
+            raise AgentError(f"dom0's guest agent is not connected: {command}")
         pid = self.qga.cmd("guest-exec", path="/bin/sh", arg=["-c", command], **{"capture-output": True})["pid"]
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
+        for _ in Deadline(timeout).poll(0.05, max_interval=1.0, backoff=2):
             status = self.qga.cmd("guest-exec-status", pid=pid)
             if status.get("exited"):
                 break
-            if time.monotonic() > deadline:
-                raise AgentError(f"dom0 command did not finish within {timeout} s: {command}")
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        else:
+            raise AgentError(f"dom0 command did not finish within {timeout} s: {command}")
         result = Result(command, status.get("exitcode", -1), _decode(status.get("out-data")),
                         _decode(status.get("err-data")))
         if check and not result.ok:

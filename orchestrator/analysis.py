@@ -65,11 +65,12 @@ class Pairing:
     vmm_outside: int = 0  # unpaired measured-IRQ VMM stamps outside the window: not counted as unpaired
 
     @property
-    def unpaired_fraction(self):
-        """Interrupts not paired / all interrupts seen: a pair is one interrupt, and so is each
-        unpaired stamp and each would-be (non-positive) pair."""
+    def unpaired_pct_raw(self):
+        """Percent of interrupts not paired, before coalesced VMM stamps are set aside (summary.json's
+        `unpaired_pct` is after): a pair is one interrupt, and so is each unpaired stamp and each
+        would-be (non-positive) pair."""
         bad = self.unpaired_vmm + self.unpaired_guest + len(self.nonpositive)
-        return bad / (len(self.samples) + bad) if self.samples or bad else 0.0
+        return 100 * bad / (len(self.samples) + bad) if self.samples or bad else 0.0
 
 
 # ---------------------------------------------------------------- pairing
@@ -210,7 +211,7 @@ def summary(pairing):
     """The numbers for summary.json."""
     return {"paired": len(pairing.samples), "unpaired_vmm": pairing.unpaired_vmm,
             "unpaired_guest": pairing.unpaired_guest, "nonpositive": len(pairing.nonpositive),
-            "vmm_outside": pairing.vmm_outside, "unpaired_fraction": pairing.unpaired_fraction,
+            "vmm_outside": pairing.vmm_outside,
             "latency_ns": stats([s.latency_ns for s in pairing.samples]),
             "latency_ticks": stats([s.latency_ticks for s in pairing.samples])}
 

@@ -6,9 +6,9 @@ and returns a short detail string; any exception fails its stage.
 
 import re
 import shlex
-import time
 
 from . import render
+from .deadline import Deadline
 
 XEN_PANIC = r"Panic on CPU \d+|Reboot in five seconds|FATAL PAGE FAULT"
 IOMMU_EXPECTED = ("I/O virtualisation enabled", "Interrupt remapping enabled")
@@ -20,8 +20,9 @@ class BootFailure(Exception):
 
 
 def qemu_up(machine, console, timeout):
-    machine.launch(timeout)
-    console.connect(timeout)
+    d = Deadline(timeout)
+    machine.launch(d.slice(timeout))
+    console.connect(d.slice(timeout))
     status = machine.status()
     if status not in ("prelaunch", "paused"):
         raise BootFailure(f"QEMU should start paused, but its status is {status!r}")
@@ -31,22 +32,19 @@ def qemu_up(machine, console, timeout):
 
 def _expect(console, machine, pattern, timeout, what):
     """Wait for `pattern` on the console, failing early on a Xen panic or a dead QEMU."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise BootFailure(f"no {what} within {timeout} s (waited for /{pattern}/)")
+    d = Deadline(timeout)
+    for _ in d.poll(0):
         try:
-            index, text = console.expect([pattern, XEN_PANIC], timeout=min(left, 5))
+            index, text = console.expect([pattern, XEN_PANIC], timeout=d.slice(5))
         except Exception as exc:  # timeout slice: check QEMU is still alive, then wait on
-            if "closed" in str(exc):
-                machine.check_alive()
-                raise BootFailure(str(exc)) from None
             machine.check_alive()
+            if "closed" in str(exc):
+                raise BootFailure(str(exc)) from None
             continue
         if index == 1:
             raise BootFailure(f"Xen crashed: {text!r}")
         return text
+    raise BootFailure(f"no {what} within {timeout} s (waited for /{pattern}/)")
 
 
 def xen_banner(machine, console, timeout):
@@ -73,10 +71,10 @@ class NatsumeOptionRefused(BootFailure):
     """Xen refused the rendered natsume= option: a scenario error, reported as such."""
 
 
-def natsume_option(agent):
+def natsume_option(agent, timeout=60):
     """The natsume= option must have been accepted by Xen (it boots on as stock when refused).
     Read from `xl dmesg`: the emulated serial console can duplicate characters."""
-    log = agent.run("xl dmesg", timeout=60, check=True).stdout
+    log = agent.run("xl dmesg", timeout=timeout, check=True).stdout
     accepted = re.search(NATSUME_ACCEPTED, log)
     if accepted:
         return accepted.group(0).strip()
@@ -95,14 +93,15 @@ def dom0_ready(machine, console, timeout):
 
 
 def toolstack(agent, s, timeout):
-    agent.connect(timeout)
-    out = agent.run("xl list", timeout=timeout).stdout
+    d = Deadline(timeout)
+    agent.connect(d.slice(timeout))
+    out = agent.run("xl list", timeout=d.slice(60)).stdout
     if not re.search(r"^Domain-0\s", out, re.M):
         raise BootFailure(f"`xl list` does not show Domain-0:\n{out}")
-    pinned = pin_dom0(agent, s, timeout)
+    pinned = pin_dom0(agent, s, d.slice(60))
     detail = f"xl list shows Domain-0; dom0 {pinned}"
     if s.dom0.load_nic_irq_vcpu is not None:
-        detail += "; " + steer_load_nic_irq(agent, s, timeout)
+        detail += "; " + steer_load_nic_irq(agent, s, d.slice(60))
     return detail
 
 
@@ -131,41 +130,38 @@ def steer_load_nic_irq(agent, s, timeout):
     return f"load NIC {res.stdout.strip()} (dom0 vCPU {vcpu})"
 
 
-def _wait_for_log(agent, name, patterns, timeout):
-    """Poll a guest's console log (kept by xenconsoled in dom0) until every pattern shows."""
+def _wait_for_log(agent, name, patterns, d):
+    """Poll a guest's console log (kept by xenconsoled in dom0) until every pattern shows, within Deadline d."""
     path = GUEST_LOG.format(name=name)
-    deadline = time.monotonic() + timeout
     text = ""
-    while time.monotonic() < deadline:
+    for _ in d.poll(2):
         text = agent.run(f"cat {shlex.quote(path)} 2>/dev/null", timeout=30).stdout
         if all(re.search(p, text, re.M) for p in patterns):
             return text
         state = agent.run(f"xl list {shlex.quote(name)}", timeout=30)
         if not state.ok:
             raise BootFailure(f"guest {name} is gone: {state.stderr.strip()}\n--- its console:\n{text[-2000:]}")
-        time.sleep(2)
     missing = [p for p in patterns if not re.search(p, text, re.M)]
-    raise BootFailure(f"guest {name}: no {missing} in its console within {timeout} s\n--- its console:\n"
+    raise BootFailure(f"guest {name}: no {missing} in its console within {d.seconds} s\n--- its console:\n"
                       + "\n".join(text.splitlines()[-50:]))
 
 
-def _create(agent, s, role, timeout):
+def _create(agent, s, role, d):
     cfg = f"{render.CONFIG_DIR}/xl-{(s.rt_guest if role == 'rt' else s.load_guest).name}.cfg"
-    res = agent.run(f"xl create {shlex.quote(cfg)}", timeout=timeout)
+    res = agent.run(f"xl create {shlex.quote(cfg)}", timeout=d.slice(d.seconds))
     if not res.ok:
         raise BootFailure(f"`xl create {cfg}` failed (exit {res.rc}):\n{res.stdout}{res.stderr}")
 
 
 def rt_guest(agent, s, timeout):
     """Pass the e1000e through to the RT guest; its driver must bind inside the guest."""
-    deadline = time.monotonic() + timeout
+    d = Deadline(timeout)
     bdf = s.nics.measured.bdf
-    res = agent.run(f"xl pci-assignable-add {bdf}", timeout=60)
+    res = agent.run(f"xl pci-assignable-add {bdf}", timeout=d.slice(60))
     if not res.ok:
         raise BootFailure(f"`xl pci-assignable-add {bdf}` failed:\n{res.stdout}{res.stderr}")
-    _create(agent, s, "rt", max(1, deadline - time.monotonic()))
-    text = _wait_for_log(agent, s.rt_guest.name, [r"TESTBED-GUEST-READY role=rt", r"TESTBED-PCI \S+ \S+ driver=e1000e"],
-                         max(1, deadline - time.monotonic()))
+    _create(agent, s, "rt", d)
+    text = _wait_for_log(agent, s.rt_guest.name, [r"TESTBED-GUEST-READY role=rt", r"TESTBED-PCI \S+ \S+ driver=e1000e"], d)
     pci = re.search(r"TESTBED-PCI \S+ \S+ driver=e1000e.*", text).group(0).strip()
     mode = re.search(r"TESTBED-IRQMODE \S+ (\S+)", text)
     detail = f"{pci}; irq mode {mode.group(1) if mode else 'unknown'}"
@@ -186,16 +182,12 @@ def set_rt_weight(agent, s):
 
 
 def load_guest(agent, s, timeout):
-    deadline = time.monotonic() + timeout
-    if s.load_guest.nic_mode == "passthrough":
-        agent.run(f"xl pci-assignable-add {s.nics.load.bdf}", timeout=60, check=True)
-        want = [r"TESTBED-GUEST-READY role=load", r"TESTBED-PCI \S+ \S+ driver=e1000\b"]
-    else:
-        want = [r"TESTBED-GUEST-READY role=load", r"TESTBED-NET \S+ \S+ up"]
-    _create(agent, s, "load", timeout)
-    text = _wait_for_log(agent, s.load_guest.name, want, max(1, deadline - time.monotonic()))
-    line = re.search(want[1], text).group(0)
-    return f"{line} ({s.load_guest.nic_mode})"
+    """The load guest gets its network through dom0's bridge, from the load NIC dom0 owns."""
+    d = Deadline(timeout)
+    want = [r"TESTBED-GUEST-READY role=load", r"TESTBED-NET \S+ \S+ up"]
+    _create(agent, s, "load", d)
+    text = _wait_for_log(agent, s.load_guest.name, want, d)
+    return f"{re.search(want[1], text).group(0)} (bridged from dom0's load NIC)"
 
 
 # What `collect` saves from dom0 into the bundle's logs/ folder.
@@ -233,12 +225,17 @@ def collect(agent, s, logs_dir):
 
 def shutdown(agent, machine, timeout):
     """Shut the guests down through the toolstack (they must obey), then quit QEMU over QMP."""
-    deadline = time.monotonic() + timeout
-    res = agent.run("xl shutdown -a -w", timeout=timeout)
+    d = Deadline(timeout)
+    res = agent.run("xl shutdown -a -w", timeout=d.slice(timeout))
     # A guest that has shut down is listed (state "s") until xl's daemon destroys it.
-    while (left := agent.run("xl list", timeout=30).stdout.splitlines()[2:]) and time.monotonic() < deadline:
-        time.sleep(1)
-    machine.shutdown(timeout)
+    for _ in d.poll(1):
+        left = agent.run("xl list", timeout=d.slice(30)).stdout.splitlines()[2:]
+        if not left:
+            break
+    ended = machine.shutdown(d.slice(timeout))
     if not res.ok or left:
-        raise BootFailure(f"guests did not shut down (xl shutdown exit {res.rc}): {left or res.stderr.strip()}")
-    return "guests shut down; QEMU quit over QMP"
+        raise BootFailure(f"guests did not shut down (xl shutdown exit {res.rc}): {left or res.stderr.strip()}; "
+                          f"{ended.detail}")
+    if not ended.clean:
+        raise BootFailure(f"guests shut down, but {ended.detail}")
+    return f"guests shut down; {ended.detail}"

@@ -142,13 +142,13 @@ def _run_comparison(args, comp):
     signal.signal(signal.SIGTERM, _interrupt)
     out.rule(f"natsume-testbed: comparison {comp.name} ({', '.join(s.name for s in comp.scenarios)})")
     out.print(comp.description, markup=False)
-    code, final, tar, runner, outcomes, text = run_comparison(args.file, comp, args.results, out.print)
-    for s, o in outcomes:
+    outcome = run_comparison(args.file, comp, args.results, out.print)
+    for s, o in outcome.runs:
         out.rule(f"{s.name}: exit {o.code}")
         _print_measurement(o.bundle)
-    out.print(Markdown(text))
-    out.print(f"bundle: {final}\narchive: {tar}\nexit code: {code}", markup=False)
-    return code
+    out.print(Markdown(outcome.report))
+    out.print(f"bundle: {outcome.bundle}\narchive: {outcome.archive}\nexit code: {outcome.code}", markup=False)
+    return outcome.code
 
 
 def _print_measurement(bundle_dir):

@@ -9,7 +9,7 @@ import time
 
 from . import analysis, breakdown, bundle, report, verdict
 from .errors import EXIT_OK
-from .run import run
+from .run import Outcome, run
 from .stages import StageResult, StageRunner
 
 VERDICT_STATS = ("median", "mean", "p99")  # the statistics with a CI; the verdict sentence uses the first
@@ -17,10 +17,12 @@ PATH_VERDICT = "running"  # a second verdict on this path class alone (breakdown
 
 
 def run_comparison(scenario_file, comp, results_dir, say):
+    """Every run of the schedule, then the report; -> Outcome (its `runs` holds each run's Outcome)."""
     b = bundle.Bundle(results_dir, comp.name)
     bundle.copy_into(scenario_file, b.config, "testbed.yaml")
     runner = StageRunner(report=lambda r: None)
     outcomes = []
+    interrupted = False
     schedule = comp.schedule()
     for i, (repeat, s) in enumerate(schedule, start=1):
         say(f"[bold]── {comp.name}: run {i}/{len(schedule)}: scenario {s.name}, repeat {repeat}/{comp.repeats}[/bold]")
@@ -31,6 +33,7 @@ def run_comparison(scenario_file, comp, results_dir, say):
         runner.results.append(StageResult(f"run:{s.name}#{repeat}", status, time.monotonic() - t0,
                                           f"exit {outcome.code}, bundle runs/{outcome.bundle.name}"))
         if outcome.interrupted:  # Ctrl-C or SIGTERM: report what ran, start nothing more
+            interrupted = True
             say(f"[yellow]interrupted: {len(schedule) - i} run(s) of {comp.name} not started[/yellow]")
             break
     text = write_report(comp, outcomes, b.dir)
@@ -45,7 +48,8 @@ def run_comparison(scenario_file, comp, results_dir, say):
     final, tar = b.finish(manifest, runner, bundle.reproducer(comp.name, b.run_id, manifest["git"]["commit"]))
     for _, o in outcomes:  # the runs moved with the comparison's folder when it was renamed into place
         o.bundle = final / "runs" / o.bundle.name
-    return code, final, tar, runner, outcomes, text
+    checks = [c for _, o in outcomes for c in (o.checks or [])]
+    return Outcome(code, final, tar, runner, checks=checks, interrupted=interrupted, runs=outcomes, report=text)
 
 
 def _load_run(outcome):

@@ -7,12 +7,13 @@ QEMU's chardev `logfile=` keeps the complete console log independently.
 
 import socket
 import threading
-import time
 from collections import deque
 from pathlib import Path
 
 import pexpect
 import pexpect.fdpexpect
+
+from .deadline import Deadline
 
 
 class ConsoleTimeout(Exception):
@@ -25,19 +26,22 @@ class SerialConsole:
         self.log_path = Path(log_path)
         self.sock = None
         self.child = None
+        self._drain = None  # the drain thread, joined by close()
+        self._stop = threading.Event()
 
     def connect(self, timeout=10):
-        deadline = time.monotonic() + timeout
-        while True:
+        last = None
+        for _ in Deadline(timeout).poll(0.1):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(self.socket_path)
+                sock.connect(self.socket_path)
+                self.sock = sock
                 break
-            except OSError:
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+            except OSError as exc:
+                sock.close()
+                last = exc
+        else:
+            raise ConsoleTimeout(f"cannot connect to the serial console {self.socket_path} within {timeout} s: {last}")
         self.child = pexpect.fdpexpect.fdspawn(self.sock.fileno(), encoding="utf-8", codec_errors="replace",
                                                maxread=65536, searchwindowsize=1 << 16)
         return self
@@ -55,15 +59,18 @@ class SerialConsole:
     def drain(self):
         """Keep reading in the background once no stage waits on the console: an unread
         socket would fill up and stall the emulated UART (the logfile keeps every byte)."""
+        child, stop = self.child, self._stop
+
         def loop():
-            while self.sock is not None:
+            while not stop.is_set():
                 try:
-                    self.child.read_nonblocking(65536, timeout=1)
+                    child.read_nonblocking(65536, timeout=0.2)
                 except pexpect.TIMEOUT:
                     continue
                 except (pexpect.EOF, OSError, ValueError):
                     return
-        threading.Thread(target=loop, name="console-drain", daemon=True).start()
+        self._drain = threading.Thread(target=loop, name="console-drain", daemon=True)
+        self._drain.start()
 
     def sendline(self, text):
         self.child.sendline(text)
@@ -79,6 +86,11 @@ class SerialConsole:
             return [line.rstrip(b"\r\n").decode(errors="replace") for line in deque(f, maxlen=n)]
 
     def close(self):
+        """Stop and join the drain thread, then close the socket (idempotent)."""
+        self._stop.set()
+        if self._drain is not None:
+            self._drain.join(timeout=5)
+            self._drain = None
         if self.sock is not None:
             self.sock.close()
             self.sock = None

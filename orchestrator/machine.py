@@ -1,10 +1,10 @@
 """Stage 4: the QEMU machine, after qemu's own `QEMUMachine`.
 
 QEMU starts paused (-S) with QMP, the serial console and the guest agent on
-unix sockets; we connect, then `cont`. The machine is a context manager: on
+unix sockets; we connect, then `cont`. session.Session owns the machine: on
 any exit (error, timeout, Ctrl-C) QEMU is asked to quit over QMP and killed
-by PID if it does not. QEMU also gets SIGKILL if this process dies, so no
-QEMU is ever left behind.
+by PID if it does not, and `shutdown` says which happened. QEMU also gets
+SIGKILL if this process dies, so no QEMU is ever left behind.
 """
 
 import ctypes
@@ -18,7 +18,9 @@ from pathlib import Path
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from .deadline import Deadline
 from .errors import MachineError
+from .session import MachineExit
 
 PR_SET_PDEATHSIG = 1
 KVM_FAILURE_MARKERS = ("KVM internal error", "emulation failure", "KVM: entry failed")
@@ -38,15 +40,9 @@ class Machine:
         self.output_log = Path(output_log)
         self.proc = None
         self.qmp = None
+        self.exit = None  # MachineExit, once shut down
 
     # ---- lifecycle
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        return False
-
     def launch(self, timeout=20):
         """Start QEMU paused and connect QMP; raise MachineError with argv and output on failure."""
         self.output_log.parent.mkdir(parents=True, exist_ok=True)
@@ -58,14 +54,14 @@ class Machine:
             raise MachineError(f"cannot start QEMU: {exc.strerror}", self.argv) from None
         finally:
             out.close()
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(self.qmp_socket):
+        for _ in Deadline(timeout).poll(0.05):
+            if os.path.exists(self.qmp_socket):
+                break
             if self.proc.poll() is not None:
                 raise MachineError(f"QEMU exited at start (exit {self.proc.returncode})", self.argv, self.output())
-            if time.monotonic() > deadline:
-                self.kill()
-                raise MachineError(f"QEMU's QMP socket did not appear within {timeout} s", self.argv, self.output())
-            time.sleep(0.05)
+        else:
+            self.kill()
+            raise MachineError(f"QEMU's QMP socket did not appear within {timeout} s", self.argv, self.output())
         self.qmp = QEMUMonitorProtocol(self.qmp_socket)
         try:
             self.qmp.connect(negotiate=True)
@@ -100,24 +96,38 @@ class Machine:
             raise MachineError("the accelerator stopped the guest (internal error)", self.argv, text)
 
     def shutdown(self, timeout=15):
-        """Ask QEMU to quit over QMP; kill it by PID if it does not exit in time."""
+        """Ask QEMU to quit over QMP; kill it by PID if that fails or it does not exit in time.
+        -> MachineExit saying which of these happened (idempotent: later calls repeat the first answer)."""
         if self.proc is None:
-            return
-        if self.alive() and self.qmp is not None:
+            return MachineExit("never-started", "QEMU was not started")
+        if self.exit is not None:
+            return self.exit
+        if not self.alive():
+            self.exit = MachineExit("exited", f"QEMU had exited on its own (exit {self.proc.returncode})")
+        else:
+            asked = "QEMU quit over QMP"
             try:
+                if self.qmp is None:
+                    raise MachineError("no QMP connection")
                 self.qmp.cmd("quit")
-            except Exception:  # noqa: BLE001 - QEMU may be gone already; we kill below
-                pass
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+            except Exception as exc:  # noqa: BLE001 - QMP gone: QEMU must still end
+                asked = None
+                self.kill()
+                self.exit = MachineExit("killed", f"QMP quit failed ({exc}); QEMU killed (SIGKILL)")
+            if asked:
+                try:
+                    self.proc.wait(timeout=timeout)
+                    self.exit = MachineExit("quit", asked)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+                    self.exit = MachineExit("killed", f"QEMU did not exit within {timeout} s of QMP quit; killed")
         if self.qmp is not None:
             try:
                 self.qmp.close()
             except Exception:  # noqa: BLE001
                 pass
             self.qmp = None
+        return self.exit
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import render, traffic, xentrace
 from .boot import GUEST_LOG, BootFailure
+from .deadline import Deadline
 
 XENTRACE_EVENTS = xentrace.XENTRACE_EVENTS  # our TRC_TESTBED subclass only, in every variant
 TRACE_FILE = "xentrace.bin"
@@ -76,14 +77,13 @@ class GuestConsole:
         start = self.size()
         self.send(line)
         new_output = f"tail -c +{start + 1} {shlex.quote(self.log)}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.agent.run(f"{new_output} | grep -qE {shlex.quote(done)}", timeout=60).ok:
+        d = Deadline(timeout)
+        for _ in d.poll(0.5):
+            if self.agent.run(f"{new_output} | grep -qE {shlex.quote(done)}", timeout=d.slice(60)).ok:
                 if to_file:
                     self.agent.run(f"{new_output} > {shlex.quote(to_file)}", timeout=120, check=True)
                     return ""
                 return self.read_from(start)
-            time.sleep(0.5)
         text = self.read_from(start)
         raise MeasureError(f"{self.name}: `{line}` gave no /{done}/ within {timeout} s; it printed:\n"
                            + "\n".join(text.splitlines()[-20:]))
@@ -187,11 +187,11 @@ def start_xentrace(agent, pages):
 def stop_xentrace(agent, pid, share_mount, timeout=60):
     """SIGINT makes xentrace flush and exit; then the trace and its log go to the host share."""
     agent.run(f"kill -INT {pid}", timeout=30)
-    deadline = time.monotonic() + timeout
-    while agent.run(f"kill -0 {pid}", timeout=30).ok:
-        if time.monotonic() > deadline:
-            raise MeasureError(f"xentrace (pid {pid}) did not stop within {timeout} s of SIGINT")
-        time.sleep(0.5)
+    for _ in Deadline(timeout).poll(0.5):
+        if not agent.run(f"kill -0 {pid}", timeout=30).ok:
+            break
+    else:
+        raise MeasureError(f"xentrace (pid {pid}) did not stop within {timeout} s of SIGINT")
     agent.run(f"cp {DOM0_TRACE} {share_mount}/{TRACE_FILE} && cp {DOM0_TRACE}.log {share_mount}/xentrace.log",
               timeout=300, check=True)
 
@@ -256,7 +256,7 @@ def measure(agent, s, share_dir, say):
         {"sent": rec.traffic, "before": rec.counters_before, "after": rec.counters_after}, indent=2) + "\n")
     sysinfo(agent, rt, share_dir / "sysinfo-after")
     if stamping:
-        rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.measure,
+        rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.dump,
                    to_file=f"{render.SHARE_MOUNT}/{GUEST_DUMP}")
     return rec
 

@@ -84,9 +84,8 @@ def qemu_argv(s, paths, accel):
 
 
 def dom0_init(s):
-    shared = s.load_guest.nic_mode == "shared"
     return _render("dom0-init.sh.j2", bridge=BRIDGE, qga_port=QGA_PORT, share_tag=SHARE_TAG, share_mount=SHARE_MOUNT,
-                   load_nic_mac=s.nics.load.mac if shared else "")
+                   load_nic_mac=s.nics.load.mac)
 
 
 def xl_config(s, role):
@@ -101,9 +100,7 @@ def xl_config(s, role):
             extra += f" testbed.e1000e_itr={guest.interrupt_throttle_rate}"
     else:
         cpus = ",".join(str(c) for c in guest.pcpus)
-        passthrough = guest.nic_mode == "passthrough"
-        pci = [s.nics.load.bdf] if passthrough else []
-        vif = None if passthrough else f"mac={LOAD_VIF_MAC},bridge={BRIDGE}"
+        pci, vif = [], f"mac={LOAD_VIF_MAC},bridge={BRIDGE}"
     return _render("xl-guest.cfg.j2", s=s, role=role, guest=guest, cpus=cpus, pci=pci, vif=vif, extra=extra,
                    tsc_native=role == "rt",
                    guest_kernel=f"{GUEST_DIR}/vmlinuz", guest_initrd=f"{GUEST_DIR}/initrd.cpio.gz")

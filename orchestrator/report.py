@@ -87,7 +87,10 @@ def plot_cdf(series, path, title, unit):
 
 def junit(path, suite, stage_results, checks):
     """One testcase per stage and per measurement check: CI shows which failed."""
-    cases = [(f"stage.{r.name}", r.seconds, r.status, r.detail) for r in stage_results]
+    cases = [(f"stage.{r.name}", r.seconds, r.status,
+              (getattr(r, "message", "") or r.detail)
+              + (f"\n(the stage waits for: {r.waits_for})" if getattr(r, "waits_for", "") else ""))
+             for r in stage_results]
     cases += [(f"check.{c['name']}", 0.0, "passed" if c["ok"] else "failed", c["detail"]) for c in checks]
     root = ET.Element("testsuite", name=suite, tests=str(len(cases)),
                       failures=str(sum(1 for c in cases if c[2] == "failed")),
@@ -103,22 +106,6 @@ def junit(path, suite, stage_results, checks):
             ET.SubElement(case, "system-out").text = detail
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
     return Path(path)
-
-
-STAT_ROWS = ("n", "min", "mean", "median", "p90", "p99", "p999", "max", "stddev")
-
-
-def stats_table(columns):
-    """columns: {label: stats dict in ns}; a markdown table in µs."""
-    head = "| statistic | " + " | ".join(columns) + " |"
-    lines = [head, "|---|" + "---|" * len(columns)]
-    for row in STAT_ROWS:
-        cells = []
-        for st in columns.values():
-            v = st.get(row)
-            cells.append("–" if v is None else (f"{v}" if row == "n" else f"{v / 1000:.2f}"))
-        lines.append(f"| {row}{'' if row == 'n' else ' (µs)'} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def plot_box(series, path, title, unit):

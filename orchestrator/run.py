@@ -1,31 +1,31 @@
-"""`testbed run`: wire the stages together, from scenario to bundle."""
+"""`testbed run`: one scenario from its file to its bundle, as the stage table STAGES.
 
+Each row names a stage, what it waits for, the `timeouts:` field that bounds it, the
+function that does it and when it is part of the plan. A new stage is one row plus its
+function. The stages share one Run (the context below); its ExitStack owns the boot's
+Session (QEMU, console, guest agent) and the work folder, so every way out of run()
+(a failed stage, Ctrl-C, SIGTERM) tears them down in the same order and the bundle is
+always finished.
+"""
+
+import contextlib
 import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
+
+from rich.markup import escape
 
 from . import boot, bundle, cpio, evaluate, images, measure, render, report
 from .agent import GuestAgent
 from .console import SerialConsole
 from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, StageError, TestbedError
 from .machine import KvmVerdicts, Machine, check_udp_ports_free, choose_accel
-from .stages import StageRunner
-
-BOOT_STAGES = ("images", "render", "qemu_up", "xen_banner", "iommu", "dom0_ready", "toolstack", "rt_guest",
-               "load_guest")
-MEASURE_STAGES = ("measure", "evaluate")
-END_STAGES = ("collect", "shutdown")
-
-
-def stage_names(s):
-    boot_stages = BOOT_STAGES
-    if s.hypervisor.variant == "natsume":
-        i = BOOT_STAGES.index("toolstack") + 1
-        boot_stages = BOOT_STAGES[:i] + ("natsume_option",) + BOOT_STAGES[i:]
-    return boot_stages + (MEASURE_STAGES if s.measurement.enabled else ()) + END_STAGES
+from .session import Session
+from .stages import SkipStage, Stage, StageRunner, plan
 
 
 @dataclass
@@ -71,158 +71,255 @@ def prepare(s, imgs, work, accel, config_dir, serial_log, share_dir):
     return render.qemu_argv(s, paths, accel), paths
 
 
-def boot_stack(s, argv, paths, logs, runner, upto=None):
-    """Boot QEMU through the stages; return the still-running (machine, agent)."""
-    t = s.timeouts
-    machine = Machine(argv, paths.qmp_socket, logs / "qemu.log")
-    console = SerialConsole(paths.serial_socket, paths.serial_log)
-    agent = GuestAgent(paths.qga_socket)
-    runner.tail = console.tail
-    try:
-        with runner.stage("qemu_up") as st:
-            st.detail = boot.qemu_up(machine, console, t.qemu_up)
-        with runner.stage("xen_banner") as st:
-            st.detail = boot.xen_banner(machine, console, t.xen_banner)
-        with runner.stage("iommu") as st:
-            st.detail = boot.iommu(machine, console, t.xen_banner)
-        with runner.stage("dom0_ready") as st:
-            st.detail = boot.dom0_ready(machine, console, t.dom0_ready)
-        console.drain()
-        if upto == "dom0_ready":
-            return machine, console, agent
-        with runner.stage("toolstack") as st:
-            st.detail = boot.toolstack(agent, s, t.toolstack)
-        if s.hypervisor.variant == "natsume":
-            with runner.stage("natsume_option") as st:
-                st.detail = boot.natsume_option(agent)
-        with runner.stage("rt_guest") as st:
-            st.detail = boot.rt_guest(agent, s, t.rt_guest)
-        with runner.stage("load_guest") as st:
-            st.detail = boot.load_guest(agent, s, t.load_guest)
-    except BaseException:
-        _best_effort_collect(agent, s, logs)
-        agent.close()
-        console.close()
-        machine.shutdown()
-        raise
-    return machine, console, agent
+def real_parts(argv, paths, logs):
+    """The real Session parts of one boot (tests pass fakes with the same Protocols)."""
+    return (Machine(argv, paths.qmp_socket, logs / "qemu.log"), SerialConsole(paths.serial_socket, paths.serial_log),
+            GuestAgent(paths.qga_socket))
 
 
-def _best_effort_collect(agent, s, logs):
-    """After a failure: save what dom0 can still tell, if its agent ever answered."""
-    if agent.qga is None:
-        return
-    try:
-        boot.collect(agent, s, logs)
-    except Exception:  # noqa: BLE001 - the failure being reported matters more
-        pass
+@dataclass
+class Run:
+    """What the stages of one run share. The seams (make_parts, ensure_images) default to the real parts."""
+    s: object
+    scenario_file: Path
+    bundle: bundle.Bundle
+    say: Callable
+    runner: StageRunner
+    stack: contextlib.ExitStack
+    make_parts: Callable = real_parts
+    ensure_images: Callable = images.ensure
+    manifest: dict = field(default_factory=dict)
+    work: Optional[Workdir] = None
+    logs: Optional[Path] = None  # where QEMU's and dom0's logs go (the bundle's logs/, or the KVM probe's)
+    imgs: object = None
+    accel: str = "tcg"
+    argv: list = None
+    paths: object = None
+    session: Optional[Session] = None
+    records: object = None
+    checks: list = field(default_factory=list)
+
+    @property
+    def machine(self):
+        return self.session.machine
+
+    @property
+    def console(self):
+        return self.session.console
+
+    @property
+    def agent(self):
+        return self.session.agent
 
 
-def probe_kvm(s, imgs, verdicts, logs, say):
-    """Boot this scenario's Xen + dom0 under KVM once; remember whether it got to dom0."""
-    with tempfile.TemporaryDirectory(prefix="testbed-kvm-", dir="/tmp") as tmp:
-        probe_logs = logs / "kvm-probe"
-        probe_logs.mkdir(parents=True, exist_ok=True)
-        argv, paths = prepare(s, imgs, Workdir(Path(tmp)), "kvm", probe_logs, probe_logs / "console.log",
-                              Path(tmp) / "share")
-        runner = StageRunner()
-        try:
-            machine, console, agent = boot_stack(s, argv, paths, probe_logs, runner, upto="dom0_ready")
-            machine.shutdown()
-            console.close()
+# ---------------------------------------------------------------- the stages' functions
+
+
+def _images(r, _timeout):
+    r.imgs = r.ensure_images(r.s.hypervisor.variant, progress=r.say)
+    r.manifest["images"] = r.imgs.versions()
+    return ", ".join(p.name for p in r.imgs.dirs.values())
+
+
+def _render(r, _timeout):
+    s = r.s
+    check_udp_ports_free([n.udp_port for n in (s.nics.measured, s.nics.load)])
+    verdicts = KvmVerdicts(images.CACHE / "kvm-verdicts.json")
+    accel, notice = choose_accel(s.machine.accel, verdicts, s.machine.timing)
+    if accel == "probe":
+        r.say("probing whether KVM boots Xen here (once per host; the verdict is cached)")
+        accel, notice = probe_kvm(r, verdicts)
+    r.say(f"accelerator: {notice}")
+    r.accel = accel
+    r.manifest["accelerator"] = {"requested": s.machine.accel, "used": accel, "why": notice}
+    b = r.bundle
+    r.argv, r.paths = prepare(s, r.imgs, r.work, accel, b.config, b.logs / "console.log", b.raw)
+    r.manifest["qemu_argv"] = r.argv
+    return f"{accel}; {len(r.argv)} QEMU arguments"
+
+
+def _qemu_up(r, timeout):
+    r.session = r.stack.enter_context(Session(*r.make_parts(r.argv, r.paths, r.logs)))
+    r.runner.tail = r.console.tail
+    return boot.qemu_up(r.machine, r.console, timeout)
+
+
+def _xen_banner(r, timeout):
+    return boot.xen_banner(r.machine, r.console, timeout)
+
+
+def _iommu(r, timeout):
+    return boot.iommu(r.machine, r.console, timeout)
+
+
+def _dom0_ready(r, timeout):
+    detail = boot.dom0_ready(r.machine, r.console, timeout)
+    r.console.drain()  # no stage reads the console from here on
+    return detail
+
+
+def _toolstack(r, timeout):
+    return boot.toolstack(r.agent, r.s, timeout)
+
+
+def _natsume_option(r, timeout):
+    return boot.natsume_option(r.agent, timeout)
+
+
+def _rt_guest(r, timeout):
+    return boot.rt_guest(r.agent, r.s, timeout)
+
+
+def _load_guest(r, timeout):
+    return boot.load_guest(r.agent, r.s, timeout)
+
+
+def _measure(r, _timeout):
+    r.records = measure.measure(r.agent, r.s, r.bundle.raw, r.say)
+    return f"traffic sent: {_traffic_line(r.records.traffic)}"
+
+
+SUMMARY_IN_MANIFEST = ("timing", "calibration", "paired", "unpaired_pct", "latency_ticks", "latency_ns", "paths",
+                       "absorbed")
+
+
+def _evaluate(r, _timeout):
+    summary, r.checks = evaluate.evaluate(r.s, r.records, r.bundle.dir, r.accel)
+    r.manifest["summary"] = {k: summary.get(k) for k in SUMMARY_IN_MANIFEST}
+    return (f"{summary.get('paired', 'no')} paired samples; absorbed {summary['absorbed']}; "
+            + ", ".join(f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in r.checks))
+
+
+def _collect(r, _timeout):
+    """Also after a failure: save what dom0 can still tell, if its agent ever answered."""
+    if r.session is None or not r.agent.connected:
+        raise SkipStage("dom0's guest agent never answered: nothing to collect from dom0")
+    return boot.collect(r.agent, r.s, r.logs)
+
+
+def _shutdown(r, timeout):
+    return boot.shutdown(r.agent, r.machine, timeout)
+
+
+def _natsume(s):
+    return s.hypervisor.variant == "natsume"
+
+
+def _measuring(s):
+    return s.measurement.enabled
+
+
+STAGES = (
+    Stage("images", "every image of the variant in the cache (built if missing)", None, _images),
+    Stage("render", "the boot files rendered and the accelerator chosen", None, _render),
+    Stage("qemu_up", "QEMU started paused with its sockets, then running", "qemu_up", _qemu_up),
+    Stage("xen_banner", "Xen's version banner on the serial console", "xen_banner", _xen_banner),
+    Stage("iommu", "Xen's I/O virtualisation and interrupt remapping lines, up to its dom0 build", "iommu", _iommu),
+    Stage("dom0_ready", "dom0's init printing TESTBED-DOM0-READY", "dom0_ready", _dom0_ready),
+    Stage("toolstack", "dom0's guest agent answering and `xl list` showing Domain-0", "toolstack", _toolstack),
+    Stage("natsume_option", "Xen's log accepting the natsume= option", "toolstack", _natsume_option, when=_natsume),
+    Stage("rt_guest", "the RT guest up with the measured NIC bound to its e1000e driver", "rt_guest", _rt_guest),
+    Stage("load_guest", "the load guest up with its bridged network", "load_guest", _load_guest),
+    Stage("measure", "traffic sent and the records copied off (dump bounded by timeouts.dump)", "dump", _measure,
+          when=_measuring),
+    Stage("evaluate", "samples, statistics and checks from the raw records", None, _evaluate, when=_measuring),
+    Stage("collect", "dom0's logs copied into the bundle (also after a failure)", None, _collect, after_failure=True),
+    Stage("shutdown", "the guests shut down, then QEMU quitting over QMP", "shutdown", _shutdown),
+)
+PROBE_STAGES = ("qemu_up", "dom0_ready")  # what the KVM probe boots: from QEMU to dom0
+
+
+def stage_names(s):
+    return tuple(st.name for st in plan(STAGES, s))
+
+
+# ---------------------------------------------------------------- the KVM probe
+
+
+def probe_kvm(r, verdicts):
+    """Boot this scenario's Xen + dom0 under KVM once; remember whether it got to dom0. -> (accel, notice)."""
+    s = r.s
+    probe_logs = r.bundle.logs / "kvm-probe"
+    probe_logs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="testbed-kvm-", dir="/tmp") as tmp, contextlib.ExitStack() as stack:
+        work = Workdir(Path(tmp))
+        argv, paths = prepare(s, r.imgs, work, "kvm", probe_logs, probe_logs / "console.log", Path(tmp) / "share")
+        probe = Run(s, r.scenario_file, r.bundle, r.say, StageRunner(), stack, make_parts=r.make_parts,
+                    work=work, logs=probe_logs, imgs=r.imgs, accel="kvm", argv=argv, paths=paths)
+        error = probe.runner.run(plan(STAGES, s, *PROBE_STAGES), probe, s)
+        if error is None:
             verdicts.put(True, "dom0 booted under KVM")
             return "kvm", "KVM: the probe booted Xen and dom0"
-        except TestbedError as exc:
-            why = str(exc).splitlines()[0][:200]
-            verdicts.put(False, why)
-            say(f"[yellow]KVM probe failed ({why}); using TCG[/yellow]")
-            return "tcg", f"TCG: KVM does not boot Xen on this host ({why})"
+    why = str(error).splitlines()[0][:200]
+    verdicts.put(False, why)
+    r.say(f"[yellow]KVM probe failed ({why}); using TCG[/yellow]")
+    return "tcg", f"TCG: KVM does not boot Xen on this host ({why})"
+
+
+# ---------------------------------------------------------------- run()
 
 
 @dataclass
 class Outcome:
+    """What a run or a comparison ended with (a comparison's `runs` holds its runs' Outcomes)."""
     code: int  # EXIT_OK, EXIT_MEASUREMENT_FAILED or EXIT_INFRA
     bundle: Path
-    archive: Path
+    archive: Optional[Path]
     runner: StageRunner
     error: Exception = None  # the StageError that ended the run, if one did
-    checks: list = None  # the measurement's checks (empty without a measurement)
+    checks: list = field(default_factory=list)  # the measurement's checks (empty without a measurement)
     interrupted: bool = False  # Ctrl-C or SIGTERM ended it: a comparison stops there too
+    runs: list = field(default_factory=list)  # a comparison's [(scenario, Outcome)]
+    report: str = ""  # a comparison's report.md text
 
 
-def run(scenario_file, s, results_dir, say, pack=True):
-    """Run one scenario; always leaves a bundle. -> Outcome."""
+def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, ensure_images=images.ensure):
+    """Run one scenario through STAGES; always leaves a bundle. -> Outcome."""
     b = bundle.Bundle(results_dir, s.name)
-    runner = StageRunner(report=lambda r: say(_stage_line(r)))
+    runner = StageRunner(report=lambda res: say(_stage_line(res)))
     manifest = {"scenario": s.as_dict(), "scenario_file": str(scenario_file), "status": "running",
                 "host": bundle.host_facts(), "git": bundle.git_state(),
                 "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     bundle.copy_into(scenario_file, b.config, "testbed.yaml")
-    work = Workdir(Path(tempfile.mkdtemp(prefix="testbed-", dir="/tmp")))
-    machine = agent = console = None
-    error = None
-    checks = []
-    interrupted = False
-    try:
-        with runner.stage("images") as st:
-            imgs = images.ensure(s.hypervisor.variant, progress=say)
-            manifest["images"] = imgs.versions()
-            st.detail = ", ".join(p.name for p in imgs.dirs.values())
-        with runner.stage("render") as st:
-            check_udp_ports_free([n.udp_port for n in (s.nics.measured, s.nics.load)])
-            accel, notice = choose_accel(s.machine.accel, KvmVerdicts(images.CACHE / "kvm-verdicts.json"),
-                                         s.machine.timing)
-            if accel == "probe":
-                say("probing whether KVM boots Xen here (once per host; the verdict is cached)")
-                accel, notice = probe_kvm(s, imgs, KvmVerdicts(images.CACHE / "kvm-verdicts.json"), b.logs, say)
-            say(f"accelerator: {notice}")
-            manifest["accelerator"] = {"requested": s.machine.accel, "used": accel, "why": notice}
-            argv, paths = prepare(s, imgs, work, accel, b.config, b.logs / "console.log", b.raw)
-            manifest["qemu_argv"] = argv
-            st.detail = f"{accel}; {len(argv)} QEMU arguments"
-        machine, console, agent = boot_stack(s, argv, paths, b.logs, runner)
-        if s.measurement.enabled:
-            with runner.stage("measure") as st:
-                records = measure.measure(agent, s, b.raw, say)
-                st.detail = f"traffic sent: {_traffic_line(records.traffic)}"
-            with runner.stage("evaluate") as st:
-                summary, checks = evaluate.evaluate(s, records, b.dir, accel)
-                manifest["summary"] = {k: summary.get(k) for k in ("timing", "calibration", "paired", "unpaired_pct",
-                                                                    "latency_ticks", "latency_ns", "paths", "absorbed")}
-                st.detail = f"{summary.get('paired', 'no')} paired samples; absorbed {summary['absorbed']}; " + \
-                    ", ".join(f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in checks)
-        with runner.stage("collect") as st:
-            st.detail = boot.collect(agent, s, b.logs)
-        with runner.stage("shutdown") as st:
-            st.detail = boot.shutdown(agent, machine, s.timeouts.shutdown)
-    except StageError as exc:
-        error = exc
-    except KeyboardInterrupt:
-        interrupted = True
-        error = StageError(runner.results[-1].name if runner.results else "start", "interrupted (Ctrl-C)")
-    finally:
-        for part in (agent, console, machine):
-            if part is not None:
-                (part.shutdown if isinstance(part, Machine) else part.close)()
-        shutil.rmtree(work.path, ignore_errors=True)
-        runner.skip_rest(stage_names(s))
-        failed_checks = [c["name"] for c in checks if not c["ok"]]
-        code = EXIT_INFRA if error is not None or not runner.passed else (
-            EXIT_MEASUREMENT_FAILED if failed_checks else EXIT_OK)
-        manifest.update(status={EXIT_OK: "passed", EXIT_MEASUREMENT_FAILED: "measurement failed"}.get(code, "failed"),
-                        exit_code=code, failed_stage=runner.failed_stage(), failed_checks=failed_checks,
-                        error=str(error) if error else None)
-        report.junit(b.dir / "junit.xml", f"testbed.{s.name}", runner.results, checks)
-        final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"]),
-                              pack=pack)
+    error, interrupted = None, False
+    stages = plan(STAGES, s)
+    with contextlib.ExitStack() as stack:
+        work = Workdir(Path(tempfile.mkdtemp(prefix="testbed-", dir="/tmp")))
+        stack.callback(shutil.rmtree, work.path, ignore_errors=True)
+        r = Run(s, scenario_file, b, say, runner, stack, make_parts=make_parts, ensure_images=ensure_images,
+                manifest=manifest, work=work, logs=b.logs)
+        try:
+            error = runner.run(stages, r, s)
+        except KeyboardInterrupt:
+            interrupted = True
+            error = StageError(runner.results[-1].name if runner.results else "start", "interrupted (Ctrl-C)")
+            runner.skip_rest(stages)
+        finally:
+            stack.close()  # the Session first (it was entered last), then the work folder
+        if r.session is not None:
+            manifest["machine_exit"] = r.session.machine_exit.__dict__
+    return _finish(b, s, runner, manifest, error, r.checks, interrupted, pack)
+
+
+def _finish(b, s, runner, manifest, error, checks, interrupted, pack):
+    failed_checks = [c["name"] for c in checks if not c["ok"]]
+    code = EXIT_INFRA if error is not None or not runner.passed else (
+        EXIT_MEASUREMENT_FAILED if failed_checks else EXIT_OK)
+    manifest.update(status={EXIT_OK: "passed", EXIT_MEASUREMENT_FAILED: "measurement failed"}.get(code, "failed"),
+                    exit_code=code, failed_stage=runner.failed_stage(), failed_checks=failed_checks,
+                    error=str(error) if error else None)
+    report.junit(b.dir / "junit.xml", f"testbed.{s.name}", runner.results, checks)
+    final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"]), pack=pack)
     return Outcome(code, final, tar, runner, error, checks, interrupted)
 
 
 def _traffic_line(t):
-    parts = [f"{name} {c['frames']} frames ({c['send_errors']} send errors)" for name, c in t.items()]
-    return "; ".join(parts)
+    return "; ".join(f"{name} {c['frames']} frames ({c['send_errors']} send errors)" for name, c in t.items())
 
 
-def _stage_line(r):
-    mark = {"passed": "[green]✓[/green]", "failed": "[red]✗[/red]", "skipped": "[dim]-[/dim]"}[r.status]
-    return f"{mark} {r.name:<12} {r.seconds:7.1f} s  {r.detail}"
+def _stage_line(res):
+    mark = {"passed": "[green]✓[/green]", "failed": "[red]✗[/red]", "skipped": "[dim]-[/dim]"}[res.status]
+    return f"{mark} {res.name:<14} {res.seconds:7.1f} s  {escape(res.detail)}"
+
+
+__all__ = ["STAGES", "Outcome", "Run", "TestbedError", "Workdir", "run", "stage_names"]

@@ -17,9 +17,9 @@ FILE = ROOT / "testbed.yaml"
 @pytest.fixture(scope="module")
 def comparison():
     comp = scenario.load_target(FILE, "smoke-comparison")
-    code, final, tar, runner, outcomes, text = compare.run_comparison(FILE, comp, ROOT / "results", print)
-    print(text)
-    return code, final, dict((s.name, o) for s, o in outcomes), text
+    outcome = compare.run_comparison(FILE, comp, ROOT / "results", print)
+    print(outcome.report)
+    return outcome.code, outcome.bundle, dict((s.name, o) for s, o in outcome.runs), outcome.report
 
 
 def test_both_variants_measure(comparison):

@@ -64,7 +64,7 @@ def test_negative_latency_is_flagged_not_paired():
     assert [(s.vmm_tsc, s.guest_tsc, s.latency_ticks) for s in p.nonpositive] == [(2000, 1900, -100)]
     assert p.nonpositive[0].latency_ns == pytest.approx(-100 / 2.4)
     assert p.unpaired_vmm == 0 and p.unpaired_guest == 0
-    assert p.unpaired_fraction == pytest.approx(1 / 2)
+    assert p.unpaired_pct_raw == pytest.approx(50)
 
 
 def test_unpaired_on_both_sides():
@@ -74,7 +74,7 @@ def test_unpaired_on_both_sides():
     assert pairs(p) == [(1000, 1100), (3000, 3200), (9000, 9100)]
     assert p.unpaired_vmm == 2  # 2000 (irq 29), 8000 (irq 30)
     assert p.unpaired_guest == 1 and p.nonpositive == []  # 500: its next VMM stamp (1000) went to 1100
-    assert p.unpaired_fraction == pytest.approx(3 / 6)
+    assert p.unpaired_pct_raw == pytest.approx(50)
 
 
 def test_lonely_guest_stamp_without_any_vmm_stamp():
@@ -94,7 +94,7 @@ def test_other_irqs_are_ignored_and_irq_map_translates():
 
 def test_empty_guest_trace_with_irq_map_leaves_vmm_stamps_unpaired():
     p = an.pair([V(1000), V(2000), V(3000, irq=16)], [], KHZ, irq_map={24: 29})
-    assert (len(p.samples), p.unpaired_vmm, p.unpaired_fraction) == (0, 2, 1.0)
+    assert (len(p.samples), p.unpaired_vmm, p.unpaired_pct_raw) == (0, 2, 100.0)
 
 
 def test_window_moves_outside_stamps_out_of_unpaired():
@@ -106,7 +106,7 @@ def test_window_moves_outside_stamps_out_of_unpaired():
 def test_empty_inputs_give_an_empty_pairing():
     p = an.pair([], [], KHZ)
     assert (p.samples, p.unpaired_vmm, p.unpaired_guest, p.nonpositive) == ([], 0, 0, [])
-    assert p.unpaired_fraction == 0.0
+    assert p.unpaired_pct_raw == 0.0
     assert an.summary(p)["latency_ns"]["n"] == 0
 
 

@@ -96,8 +96,7 @@ def test_toolstack_without_domain0_fails(s):
         boot.toolstack(agent, s, 5)
 
 
-def test_rt_guest_without_driver_times_out_with_its_console(s, monkeypatch):
-    monkeypatch.setattr(boot.time, "sleep", lambda _: None)
+def test_rt_guest_without_driver_times_out_with_its_console(s):
     agent = healthy_agent()
     agent.answers.insert(0, (r"guest-rt.log", (0, "TESTBED-PCI 0000:00:00.0 8086:10d3 driver=none\n")))
     with pytest.raises(boot.BootFailure, match="driver=none"):

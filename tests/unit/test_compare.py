@@ -145,6 +145,7 @@ def test_an_interrupted_run_stops_the_comparison(tmp_path, monkeypatch):
         return SimpleNamespace(bundle=folder, code=2, checks=[], interrupted=len(started) == 2, error=None)
 
     monkeypatch.setattr(compare, "run", fake_run)
-    code, final, tar, runner, outcomes, text = compare.run_comparison(ROOT / "testbed.yaml", comp, tmp_path, lambda t: None)
-    assert started == ["iso-stock", "other"] and code == 2 and len(outcomes) == 2
-    assert (final / "report.md").exists() and tar.exists()
+    outcome = compare.run_comparison(ROOT / "testbed.yaml", comp, tmp_path, lambda t: None)
+    assert started == ["iso-stock", "other"] and outcome.code == 2 and len(outcome.runs) == 2
+    assert outcome.interrupted
+    assert (outcome.bundle / "report.md").exists() and outcome.archive.exists()

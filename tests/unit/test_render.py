@@ -100,7 +100,7 @@ def test_natsume_variant_renders_its_boot_option():
     hv = dataclasses.replace(s.hypervisor, variant="natsume",
                              natsume=dataclasses.replace(s.hypervisor.natsume, preempt_evtchn=False, idle="poll"))
     line = render.xen_cmdline(dataclasses.replace(s, hypervisor=hv))
-    assert " natsume=0000:00:04.0,cpu=1,no-preempt,idle=poll " in line
+    assert " natsume=0000:00:04.0,cpu=1,no-preempt,idle=poll" in line
     assert "natsume" not in render.xen_cmdline(s)
 
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from orchestrator import traffic as tr
+from tests.unit import frames as fr
 
 
 def ones_complement_fold(data):
@@ -82,16 +83,16 @@ def test_frame_layout_and_checksums_verify_independently():
 def test_frames_parse_back():
     frame = tr.build_udp_frame("52:54:00:12:34:02", "02:00:00:00:00:01", "10.0.0.1", "10.0.0.2", 1, 2,
                                tr.make_payload(9, 123456, 100))
-    parsed = tr.parse_udp_frame(frame)
+    parsed = fr.parse_udp_frame(frame)
     assert (parsed.dst_mac, parsed.src_mac, parsed.src_ip, parsed.dst_ip, parsed.src_port, parsed.dst_port) == \
         ("52:54:00:12:34:02", "02:00:00:00:00:01", "10.0.0.1", "10.0.0.2", 1, 2)
-    assert tr.parse_payload(parsed.payload) == (9, 123456)
+    assert fr.parse_payload(parsed.payload) == (9, 123456)
 
 
 def test_short_frames_are_padded_to_ethernet_minimum_and_still_parse():
     frame = tr.build_udp_frame(tr.BROADCAST_MAC, "02:00:00:00:00:01", "10.0.0.1", "10.0.0.2", 1, 2, b"ab")
     assert len(frame) == 60
-    assert tr.parse_udp_frame(frame).payload == b"ab"
+    assert fr.parse_udp_frame(frame).payload == b"ab"
 
 
 def test_corrupted_frames_are_named():
@@ -100,13 +101,13 @@ def test_corrupted_frames_are_named():
     bad = bytearray(frame)
     bad[22] ^= 1  # TTL
     with pytest.raises(tr.TrafficError, match="IPv4 header checksum"):
-        tr.parse_udp_frame(bad)
+        fr.parse_udp_frame(bad)
     bad = bytearray(frame)
     bad[42] ^= 1  # first payload byte (the last bytes are Ethernet padding, outside UDP)
     with pytest.raises(tr.TrafficError, match="UDP checksum"):
-        tr.parse_udp_frame(bad)
+        fr.parse_udp_frame(bad)
     with pytest.raises(tr.TrafficError, match="not a natsume-testbed"):
-        tr.parse_payload(b"XXXX" + bytes(20))
+        fr.parse_payload(b"XXXX" + bytes(20))
 
 
 @pytest.mark.parametrize("call, message", [
@@ -134,7 +135,7 @@ def test_two_bursts_of_fifty_all_arrive(receiver):
     frames = drain(receiver)
     assert counters.frames == 100 and counters.send_errors == 0 and counters.bursts_completed == 2
     assert counters.bytes == sum(len(f) for f in frames) == 100 * len(frames[0])
-    ids = [tr.parse_payload(tr.parse_udp_frame(f).payload) for f in frames]
+    ids = [fr.parse_payload(fr.parse_udp_frame(f).payload) for f in frames]
     assert sorted(ids) == [(b, s) for b in range(2) for s in range(b * 50, b * 50 + 50)]
     assert counters.duration_s >= 0.05  # the second burst waited for its deadline
 
@@ -193,7 +194,7 @@ def test_sink_counts_guest_frames_by_ethertype():
     port = unused_port()
     arp = tr.mac_bytes(tr.BROADCAST_MAC) + tr.mac_bytes("52:54:00:12:34:01") + b"\x08\x06" + bytes(46)
     udp = tr.build_udp_frame(tr.BROADCAST_MAC, "52:54:00:12:34:01", "10.0.0.2", "10.0.0.1", 68, 67, b"hi")
-    with tr.Sink(port) as sink, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as qemu:
+    with fr.Sink(port) as sink, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as qemu:
         for frame in (arp, arp, udp):
             qemu.sendto(frame, ("127.0.0.1", port))
         deadline = time.monotonic() + 2
@@ -208,4 +209,4 @@ def test_sink_port_in_use_is_a_clear_error():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         with pytest.raises(tr.TrafficError, match=rf"cannot listen on 127.0.0.1:{s.getsockname()[1]}"):
-            tr.Sink(s.getsockname()[1])
+            fr.Sink(s.getsockname()[1])

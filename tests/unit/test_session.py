@@ -1,0 +1,329 @@
+"""The run's lifecycle: Protocols and their fakes, the Session's teardown, the one deadline
+loop, the stage table, and run() / measure() end to end on fakes at the QMP/console/agent seam."""
+
+import dataclasses
+import inspect
+import json
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from orchestrator import images, measure, run as run_mod, scenario, session
+from orchestrator.agent import AgentError, GuestAgent
+from orchestrator.console import SerialConsole
+from orchestrator.deadline import Deadline
+from orchestrator.machine import Machine
+from orchestrator.stages import Stage, StageRunner, plan
+from tests.conftest import ROOT
+from tests.unit.fakes import FakeAgent, FakeConsole, FakeDom0, FakeMachine
+from tests.unit.test_boot_stages import LOAD_LOG, RT_LOG, XEN_LOG
+from tests.unit.test_evaluate import FTRACE_HEAD, IRQ_TABLE, _line
+from tests.unit.test_xentrace import natsume, window
+
+PROTOCOLS = [(session.MachinePart, Machine, FakeMachine), (session.ConsolePart, SerialConsole, FakeConsole),
+             (session.AgentPart, GuestAgent, FakeAgent)]
+
+
+def _members(proto):
+    return [n for n in vars(proto) if not n.startswith("_")]
+
+
+@pytest.mark.parametrize("proto, real, fake", PROTOCOLS, ids=lambda x: getattr(x, "__name__", ""))
+def test_real_parts_and_fakes_implement_the_same_protocol(proto, real, fake):
+    for cls in (real, fake):
+        for name in _members(proto):
+            assert hasattr(cls, name), f"{cls.__name__} lacks {name}"
+            want = getattr(proto, name)
+            if isinstance(want, property):
+                assert isinstance(getattr(cls, name), property), f"{cls.__name__}.{name} is not a property"
+                continue
+            want_params = list(inspect.signature(want).parameters)
+            got_params = list(inspect.signature(getattr(cls, name)).parameters)
+            assert got_params[:len(want_params)] == want_params, f"{cls.__name__}.{name}{got_params}"
+
+
+def test_fake_agent_raises_what_the_real_agent_raises():
+    with pytest.raises(AgentError):
+        FakeAgent([(r".", (1, ""))]).run("false", check=True)
+
+
+class Recorder:
+    def __init__(self, events, name):
+        self.events, self.name = events, name
+
+    def close(self):
+        self.events.append(f"{self.name}.close")
+
+
+def test_session_tears_down_in_qemus_order_and_keeps_how_qemu_ended():
+    events = []
+    machine = FakeMachine(events=events)
+    with session.Session(machine, Recorder(events, "console"), Recorder(events, "agent")) as sess:
+        pass
+    assert events == ["console.close", "agent.close", "shutdown"]
+    assert sess.machine_exit.how == "quit" and sess.machine_exit.clean
+
+
+def test_a_failed_qmp_quit_is_recorded_as_a_kill_not_a_quit():
+    with session.Session(FakeMachine(quit_works=False), FakeConsole(""), FakeAgent([])) as sess:
+        pass
+    assert sess.machine_exit.how == "killed" and not sess.machine_exit.clean
+    assert "QMP quit failed" in sess.machine_exit.detail
+
+
+def test_real_machine_reports_a_kill_when_qmp_is_gone(tmp_path):
+    m = Machine(["sleep", "30"], tmp_path / "qmp.sock", tmp_path / "qemu.log")
+    m.proc = __import__("subprocess").Popen(["sleep", "30"])
+    ended = m.shutdown(timeout=1)
+    assert ended.how == "killed" and "QMP quit failed" in ended.detail and not m.alive()
+    assert m.shutdown() is ended  # idempotent
+
+
+def test_real_console_joins_its_drain_thread(tmp_path):
+    import socket
+    import threading
+    path = tmp_path / "s.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    console = SerialConsole(path, tmp_path / "log").connect(2)
+    peer, _ = server.accept()
+    console.drain()
+    assert any(t.name == "console-drain" for t in threading.enumerate())
+    console.close()
+    assert not any(t.name == "console-drain" for t in threading.enumerate())
+    peer.close()
+    server.close()
+
+
+# ---------------------------------------------------------------- the deadline loop
+
+
+def test_poll_tries_at_least_once_and_ends_in_else_at_the_deadline():
+    attempts = []
+    t0 = time.monotonic()
+    for n in Deadline(0.3).poll(0.1):
+        attempts.append(n)
+    else:
+        timed_out = True
+    assert timed_out and attempts[0] == 0 and 3 <= len(attempts) <= 5
+    assert 0.29 <= time.monotonic() - t0 < 0.6
+    assert list(Deadline(0).poll(1)) == [0]
+
+
+def test_poll_backs_off_up_to_its_cap():
+    d = Deadline(0.5)
+    stamps = [time.monotonic() for _ in d.poll(0.01, max_interval=0.2, backoff=4)]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert gaps[0] < gaps[1] and max(gaps) < 0.3
+
+
+def test_a_slice_never_passes_the_deadline():
+    d = Deadline(0.2)
+    assert 0 < d.slice(60) <= 0.2
+    time.sleep(0.25)
+    assert d.slice(60) == 0.001 and d.left == 0
+
+
+# ---------------------------------------------------------------- the stage table
+
+
+@pytest.fixture
+def s():
+    base = scenario.load(ROOT / "testbed.yaml", "iso-stock")
+    m = dataclasses.replace(base.measurement, bursts=2, frames_per_burst=3, period_ms=10, load=False, settle_s=0,
+                            min_samples=3)
+    return dataclasses.replace(base, measurement=m)
+
+
+def test_every_stage_timeout_is_a_field_of_timeouts():
+    fields = {f.name for f in dataclasses.fields(scenario.Timeouts)}
+    assert {st.timeout for st in run_mod.STAGES if st.timeout} <= fields
+    assert len({st.name for st in run_mod.STAGES}) == len(run_mod.STAGES)
+    assert all(st.waits_for for st in run_mod.STAGES)
+
+
+def test_the_plan_follows_the_scenario(s):
+    names = run_mod.stage_names(s)
+    assert names[:3] == ("images", "render", "qemu_up") and names[-2:] == ("collect", "shutdown")
+    assert "natsume_option" not in names and "measure" in names
+    nat = scenario.load(ROOT / "testbed.yaml", "iso-natsume")
+    assert run_mod.stage_names(nat).index("natsume_option") == run_mod.stage_names(nat).index("toolstack") + 1
+    boot_only = scenario.load(ROOT / "testbed.yaml", "boot-stock")
+    assert "measure" not in run_mod.stage_names(boot_only)
+    assert [st.name for st in plan(run_mod.STAGES, s, *run_mod.PROBE_STAGES)] == [
+        "qemu_up", "xen_banner", "iommu", "dom0_ready"]
+
+
+def test_after_a_failure_only_after_failure_stages_run(s):
+    ran = []
+
+    def ok(name):
+        return lambda ctx, t: ran.append(name) or name
+
+    def boom(ctx, t):
+        raise RuntimeError("no banner")
+    table = (Stage("a", "a", None, ok("a")), Stage("b", "b", "xen_banner", boom), Stage("c", "c", None, ok("c")),
+             Stage("d", "d", None, ok("d"), after_failure=True))
+    runner = StageRunner()
+    error = runner.run(plan(table, s), None, s)
+    assert ran == ["a", "d"] and error.stage == "b"
+    assert [(r.name, r.status) for r in runner.results] == [("a", "passed"), ("b", "failed"), ("d", "passed"),
+                                                            ("c", "skipped")]
+    assert runner.results[1].timeout_s == s.timeouts.xen_banner and runner.failed_stage() == "b"
+
+
+# ---------------------------------------------------------------- run() and measure() on fakes
+
+VMM_TSCS = [1_000_000, 2_000_000, 3_000_000, 4_000_000]
+
+
+def _dom0(share_dir, extra=()):
+    log = RT_LOG
+    dump = ("RTAGENT-DUMP-BEGIN\n" + FTRACE_HEAD + "".join(_line(t + 4_000) for t in VMM_TSCS)
+            + f"RTAGENT-DUMP-END lines={len(VMM_TSCS)}\n")
+    replies = {
+        "rtagent calibrate": "RTAGENT-CALIBRATE n=400000 base=52 loop=400080\n",
+        "rtagent sysinfo": " 40: 9 xen-pirq eth0-rx-0\nRTAGENT-SYSINFO-END\n",
+        "rtagent counters": "RTAGENT-COUNTERS rx_packets=10 irqs=4\n",
+        "rtagent start": "RTAGENT-STARTED irqs=40:eth0-rx-0\n",
+        "rtagent stop": "RTAGENT-STOPPED\n",
+        "rtagent dump": dump,
+    }
+    trace = window(1, *[natsume(0x51, 29, 1, t) for t in VMM_TSCS])
+    shut = {"down": False}
+    answers = list(extra) + [
+        (r"^xl info$", (0, "cpu_mhz                : 999.999\n")),
+        (r"^xl domid ", (0, "1\n")),
+        (r"^xl debug-keys s", (0, "(XEN) dom1: mode=2,ofs=0x0,khz=999999\n")),
+        (r"^xl debug-keys i", (0, IRQ_TABLE)),
+        (r"^cat /var/log/xen/console/guest-rt.log$", lambda c: (0, log)),
+        (r"^cat '?/var/log/xen/console/guest-rt.log", (0, RT_LOG)),
+        (r"guest-load.log", (0, LOAD_LOG)),
+        (r"^for i in /sys/class/net", (0, "eth0 rx_packets=5 rx_dropped=0 tx_packets=1\n")),
+        (r"^xl list$", lambda c: (0, "Name ID\n" + ("" if shut["down"] else "Domain-0 0 1024 1 r----- 5\n"
+                                                                                "rt 1 256 1 -b---- 1\n"))),
+        (r"^xl list ", (0, "")),
+        (r"^xl (vcpu-pin|pci-assignable-add|create)", (0, "")),
+        (r"^xl shutdown", lambda c: (shut.update(down=True), (0, ""))[1]),
+        (r".", (0, "")),  # collect's and sysinfo's commands: any output will do
+    ]
+    dom0 = FakeDom0(share_dir, "/mnt/share", log, replies, {"xentrace.bin": trace, "xentrace.log": b""}, answers)
+    return dom0
+
+
+def _free_udp_ports(n):
+    import socket
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    return socks
+
+
+def _on_ports(s, measured, load):
+    nics = dataclasses.replace(s.nics, measured=dataclasses.replace(s.nics.measured, udp_port=measured),
+                               load=dataclasses.replace(s.nics.load, udp_port=load))
+    return dataclasses.replace(s, nics=nics)
+
+
+def test_measure_runs_the_procedure_on_a_fake_dom0(s, tmp_path):
+    dom0 = _dom0(tmp_path)
+    dom0.share_mount = measure.render.SHARE_MOUNT
+    sink, other = _free_udp_ports(2)  # the measured NIC's socket netdev, played by a bound socket
+    with sink, other:
+        s = _on_ports(s, sink.getsockname()[1], other.getsockname()[1])
+        rec = measure.measure(dom0, s, tmp_path, lambda text: None)
+    assert rec.tsc_khz == 999_999 and rec.rt_domid == 1 and rec.guest_irq_mode == "msix"
+    assert rec.calibration["ok"] and rec.guest_irqs == {"40": "eth0-rx-0"}
+    assert rec.traffic["measured"]["frames"] == 6 and "load" not in rec.traffic
+    assert rec.trace_path.read_bytes() and "RTAGENT-DUMP-END" in rec.guest_dump_path.read_text()
+    assert not dom0.xentrace_running
+    typed = [c for c in dom0.commands if c.startswith("printf")]
+    assert [c.split("'")[3].split()[1] for c in typed] == ["calibrate", "sysinfo", "counters", "start", "stop",
+                                                           "counters", "sysinfo", "dump"]
+    assert json.loads((tmp_path / "traffic.json").read_text())["sent"]["measured"]["frames"] == 6
+
+
+def _fake_images(tmp_path):
+    dirs = {}
+    for name, files in (("kernel", ["vmlinuz"]), ("xen-stock", ["xen"]), ("guest-initramfs", ["guest-initrd.cpio.gz"]),
+                        ("dom0-rootfs", ["dom0-rootfs.cpio"])):
+        d = tmp_path / "cache" / name
+        d.mkdir(parents=True)
+        for f in files:
+            (d / f).write_bytes(b"fake " + f.encode())
+        (d / "versions.txt").write_text(f"{name} 1 -\n")
+        dirs[name] = d
+    imgs = images.Images(dirs)
+    return lambda variant, progress=None: imgs
+
+
+def _run(s, tmp_path, console=XEN_LOG, machine=None, dom0_extra=()):
+    made = {}
+    socks = _free_udp_ports(2)
+    s = _on_ports(s, *(sock.getsockname()[1] for sock in socks))  # free ports: the render stage checks them
+    for sock in socks:
+        sock.close()
+
+    def parts(argv, paths, logs):
+        made["dom0"] = _dom0(paths.share_dir, dom0_extra)
+        made["dom0"].share_mount = measure.render.SHARE_MOUNT
+        made["machine"] = machine or FakeMachine()
+        made["console"] = FakeConsole(console)
+        return made["machine"], made["console"], made["dom0"]
+    outcome = run_mod.run(ROOT / "testbed.yaml", s, tmp_path / "results", lambda text: None, make_parts=parts,
+                          ensure_images=_fake_images(tmp_path))
+    return outcome, made
+
+
+def test_run_goes_through_every_stage_to_a_finished_bundle(s, tmp_path):
+    outcome, made = _run(s, tmp_path)
+    assert outcome.error is None, outcome.error
+    assert [r.name for r in outcome.runner.results] == list(run_mod.stage_names(s))
+    assert outcome.runner.passed and outcome.code == 0, [c for c in outcome.checks if not c["ok"]]
+    manifest = json.loads((outcome.bundle / "manifest.json").read_text())
+    assert manifest["status"] == "passed" and manifest["machine_exit"]["how"] == "quit"
+    assert manifest["summary"]["paired"] == len(VMM_TSCS)
+    stages = json.loads((outcome.bundle / "stages.json").read_text())
+    assert stages[4]["name"] == "iommu" and stages[4]["timeout_s"] == s.timeouts.iommu and stages[4]["waits_for"]
+    assert (outcome.bundle / "samples.csv").exists() and outcome.archive.exists()
+    assert made["console"].events == ["drain", "close"] and made["dom0"].closed
+    assert made["machine"].events == ["launch", "cont", "shutdown"]
+
+
+def test_a_failed_boot_stage_still_collects_and_tears_down(s, tmp_path):
+    outcome, made = _run(s, tmp_path, dom0_extra=[(r"xl create .*xl-rt.cfg", (1, "no such device"))])
+    assert outcome.code == 2 and outcome.runner.failed_stage() == "rt_guest"
+    status = {r.name: r.status for r in outcome.runner.results}
+    assert status["collect"] == "passed" and status["load_guest"] == "skipped" and status["shutdown"] == "skipped"
+    assert (outcome.bundle / "logs" / "xl-dmesg.txt").exists()
+    assert made["machine"].events[-1] == "shutdown" and made["console"].events[-1] == "close"
+    junit = ET.parse(outcome.bundle / "junit.xml").getroot()
+    failure = junit.find("testcase[@name='stage.rt_guest']/failure")
+    assert "no such device" in failure.text and "the stage waits for" in failure.text
+
+
+def test_a_failure_before_dom0_answers_skips_collect_with_the_reason(s, tmp_path):
+    outcome, _ = _run(s, tmp_path, console=XEN_LOG.replace("I/O virtualisation enabled", ""))
+    assert outcome.runner.failed_stage() == "iommu"
+    collect = next(r for r in outcome.runner.results if r.name == "collect")
+    assert collect.status == "skipped" and "never answered" in collect.detail
+
+
+def test_a_kill_at_shutdown_fails_the_run(s, tmp_path):
+    outcome, _ = _run(s, tmp_path, machine=FakeMachine(quit_works=False))
+    assert outcome.code == 2 and outcome.runner.failed_stage() == "shutdown"
+    manifest = json.loads((outcome.bundle / "manifest.json").read_text())
+    assert manifest["machine_exit"]["how"] == "killed"
+
+
+def test_ctrl_c_in_a_stage_ends_the_run_with_a_bundle(s, tmp_path):
+    def interrupt(command):
+        raise KeyboardInterrupt
+    outcome, made = _run(s, tmp_path, dom0_extra=[(r"^xl create .*xl-load", interrupt)])
+    assert outcome.interrupted and outcome.code == 2
+    assert outcome.runner.failed_stage() == "load_guest"
+    assert next(r for r in outcome.runner.results if r.name == "collect").status == "skipped"
+    assert made["machine"].events[-1] == "shutdown"
+    assert json.loads((outcome.bundle / "manifest.json").read_text())["status"] == "failed"
