@@ -1,6 +1,7 @@
 """The `testbed` command (also `python -m orchestrator`). Only wiring lives here."""
 
 import argparse
+import dataclasses
 import json
 import shlex
 import signal
@@ -102,14 +103,35 @@ def cmd_images(args):
     return EXIT_OK
 
 
+def cmd_matrix(args):
+    from . import matrix
+
+    return matrix.cmd(args)
+
+
 def _interrupt(*_):
     raise KeyboardInterrupt
+
+
+def _with_accel(target, accel):
+    """`--accel` over the scenario's machine.accel (every scenario of a comparison)."""
+    def one(s):
+        if accel == "kvm" and s.machine.timing == "instructions":
+            raise ScenarioError([f"--accel kvm: scenario {s.name!r} uses machine.timing: instructions, which needs "
+                                 "single-threaded TCG (-icount); choose a scenario with timing: host, such as "
+                                 "boot-stock-host"])
+        return dataclasses.replace(s, machine=dataclasses.replace(s.machine, accel=accel))
+    if isinstance(target, scenario.Comparison):
+        return dataclasses.replace(target, scenarios=tuple(one(s) for s in target.scenarios))
+    return one(target)
 
 
 def cmd_run(args):
     from .run import run
 
     target = scenario.load_target(args.file, args.scenario)
+    if args.accel:
+        target = _with_accel(target, args.accel)
     if isinstance(target, scenario.Comparison):
         return _run_comparison(args, target)
     s = target
@@ -185,6 +207,8 @@ def build_parser():
     sp = sub.add_parser("run", help="boot a scenario and write a result bundle")
     sp.add_argument("scenario", nargs="?", help="scenario name (default: the file's default_scenario)")
     sp.add_argument("--results", default=str(ROOT / "results"), help="where bundles go (default: results/)")
+    sp.add_argument("--accel", choices=["auto", "kvm", "tcg"],
+                    help="override machine.accel (kvm also retries KVM where an earlier probe said no)")
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("validate", help="check a scenario file")
     sp.add_argument("path", nargs="?", help="file to check (default: --file)")
@@ -200,6 +224,10 @@ def build_parser():
     sp = sub.add_parser("images", help="build (or reuse) the images")
     sp.add_argument("--variant", default="stock", choices=["stock", "natsume"])
     sp.set_defaults(func=cmd_images)
+    sp = sub.add_parser("matrix", help="print the GitHub Actions job matrix of a comparison or scenario (JSON)")
+    sp.add_argument("target", nargs="?", help="comparison or scenario (default: the file's default_scenario)")
+    sp.add_argument("--github-output", metavar="FILE", help="also append matrix=, target=, kind= lines to FILE")
+    sp.set_defaults(func=cmd_matrix)
     return p
 
 

@@ -54,7 +54,8 @@ class Machine:
             raise MachineError(f"cannot start QEMU: {exc.strerror}", self.argv) from None
         finally:
             out.close()
-        for _ in Deadline(timeout).poll(0.05):
+        d = Deadline(timeout)
+        for _ in d.poll(0.05):
             if os.path.exists(self.qmp_socket):
                 break
             if self.proc.poll() is not None:
@@ -62,12 +63,23 @@ class Machine:
         else:
             self.kill()
             raise MachineError(f"QEMU's QMP socket did not appear within {timeout} s", self.argv, self.output())
-        self.qmp = QEMUMonitorProtocol(self.qmp_socket)
-        try:
-            self.qmp.connect(negotiate=True)
-        except Exception as exc:  # noqa: BLE001 - any connect failure is a launch failure
+        # QEMU creates the socket file (bind) a moment before it listens: a refused connection
+        # right after the file appears is that gap, not a failure, until the deadline says so.
+        last = None
+        for _ in d.poll(0.05, max_interval=0.5, backoff=2):
+            self.qmp = QEMUMonitorProtocol(self.qmp_socket)
+            try:
+                self.qmp.connect(negotiate=True)
+                break
+            except Exception as exc:  # noqa: BLE001 - refused / reset while QEMU starts up
+                last = exc
+                self._close_qmp()
+                if self.proc.poll() is not None:
+                    raise MachineError(f"QEMU exited at start (exit {self.proc.returncode}) while QMP connected",
+                                       self.argv, self.output()) from None
+        else:
             self.kill()
-            raise MachineError(f"cannot connect to QMP: {exc}", self.argv, self.output()) from None
+            raise MachineError(f"cannot connect to QMP within {timeout} s: {last}", self.argv, self.output())
         self.qmp.settimeout(10)
         return self
 
@@ -121,13 +133,16 @@ class Machine:
                 except subprocess.TimeoutExpired:
                     self.kill()
                     self.exit = MachineExit("killed", f"QEMU did not exit within {timeout} s of QMP quit; killed")
+        self._close_qmp()
+        return self.exit
+
+    def _close_qmp(self):
         if self.qmp is not None:
             try:
                 self.qmp.close()
             except Exception:  # noqa: BLE001
                 pass
             self.qmp = None
-        return self.exit
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -167,7 +182,8 @@ def kvm_usable():
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def host_fingerprint():
+def host_fingerprint(extra=()):
+    """QEMU, the host kernel and CPU, and `extra` (the images' cache keys): a verdict holds for these only."""
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -176,29 +192,38 @@ def host_fingerprint():
                 break
     except OSError:
         pass
-    return f"{qemu_version()} | {platform.release()} | {model}"
+    return " | ".join([qemu_version(), platform.release(), model, *extra])
 
 
 class KvmVerdicts:
-    """Whether KVM really boots Xen on this host, remembered per QEMU/kernel/CPU."""
+    """Whether KVM really boots Xen on this host, remembered per QEMU, host kernel, CPU and images:
+    a new QEMU, kernel or image build probes again."""
 
-    def __init__(self, path):
+    def __init__(self, path, images_key=()):
         self.path = Path(path)
+        self.key = host_fingerprint(tuple(images_key))
 
     def _all(self):
         try:
-            return json.loads(self.path.read_text())
+            data = json.loads(self.path.read_text())
+            return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
 
     def get(self):
-        return self._all().get(host_fingerprint())
+        return self._all().get(self.key)
 
-    def put(self, works, why):
+    def put(self, works, why, evidence=None):
         data = self._all()
-        data[host_fingerprint()] = {"works": works, "why": why, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        data[self.key] = {"works": works, "why": why, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          **(evidence or {})}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(data, indent=2))
+
+    def forget(self):
+        data = self._all()
+        if data.pop(self.key, None) is not None:
+            self.path.write_text(json.dumps(data, indent=2))
 
 
 def choose_accel(requested, verdicts, timing="host"):

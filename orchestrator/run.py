@@ -124,7 +124,9 @@ def _images(r, _timeout):
 def _render(r, _timeout):
     s = r.s
     check_udp_ports_free([n.udp_port for n in (s.nics.measured, s.nics.load)])
-    verdicts = KvmVerdicts(images.CACHE / "kvm-verdicts.json")
+    verdicts = KvmVerdicts(images.CACHE / "kvm-verdicts.json", [d.name for d in r.imgs.dirs.values()])
+    if s.machine.accel == "kvm":
+        verdicts.forget()  # asked for KVM: an old negative verdict must not outlive this try
     accel, notice = choose_accel(s.machine.accel, verdicts, s.machine.timing)
     if accel == "probe":
         r.say("probing whether KVM boots Xen here (once per host; the verdict is cached)")
@@ -250,10 +252,22 @@ def probe_kvm(r, verdicts):
         if error is None:
             verdicts.put(True, "dom0 booted under KVM")
             return "kvm", "KVM: the probe booted Xen and dom0"
-    why = str(error).splitlines()[0][:200]
-    verdicts.put(False, why)
-    r.say(f"[yellow]KVM probe failed ({why}); using TCG[/yellow]")
-    return "tcg", f"TCG: KVM does not boot Xen on this host ({why})"
+    failed = next(res for res in probe.runner.results if res.status == "failed")
+    why = f"stage '{failed.name}' failed: {failed.detail}"[:300]
+    evidence = {"stage": failed.name, "error": str(error)[:4000], "logs": str(probe_logs),
+                "stages": probe.runner.as_list(),
+                "qemu_output": _tail(probe_logs / "qemu.log"), "console": _tail(probe_logs / "console.log")}
+    (probe_logs / "probe.json").write_text(json.dumps(evidence, indent=2) + "\n")
+    verdicts.put(False, why, evidence)
+    r.say(f"[yellow]KVM probe failed ({escape(why)}); using TCG[/yellow]")
+    return "tcg", f"TCG: KVM does not boot Xen on this host ({why}; evidence in logs/kvm-probe/)"
+
+
+def _tail(path, lines=30):
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
 
 
 # ---------------------------------------------------------------- run()

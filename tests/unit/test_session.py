@@ -327,3 +327,97 @@ def test_ctrl_c_in_a_stage_ends_the_run_with_a_bundle(s, tmp_path):
     assert next(r for r in outcome.runner.results if r.name == "collect").status == "skipped"
     assert made["machine"].events[-1] == "shutdown"
     assert json.loads((outcome.bundle / "manifest.json").read_text())["status"] == "failed"
+
+
+# ---------------------------------------------------------------- QEMU's start and the KVM probe
+
+SLOW_QMP = r'''
+import json, socket, sys, time
+path = sys.argv[1]
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)            # the file exists from here on ...
+time.sleep(0.5)           # ... but connections are refused until listen(), as in QEMU's start
+srv.listen(1)
+conn, _ = srv.accept()
+greeting = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": ""}, "capabilities": []}}
+conn.sendall(json.dumps(greeting).encode() + b"\r\n")
+buf, dec = "", json.JSONDecoder()
+while True:
+    data = conn.recv(4096)
+    if not data:
+        break
+    buf += data.decode()
+    while buf.strip():
+        cmd, end = dec.raw_decode(buf.lstrip())
+        buf = buf.lstrip()[end:]
+        reply = {"return": {}}
+        if "id" in cmd:
+            reply["id"] = cmd["id"]
+        conn.sendall(json.dumps(reply).encode() + b"\r\n")
+        if cmd.get("execute") == "quit":
+            sys.exit(0)
+'''
+
+
+def test_launch_waits_out_the_gap_between_bind_and_listen(tmp_path):
+    import sys
+    script = tmp_path / "slow_qmp.py"
+    script.write_text(SLOW_QMP)
+    m = Machine([sys.executable, str(script), str(tmp_path / "q.sock")], tmp_path / "q.sock", tmp_path / "log")
+    m.launch(10)
+    assert m.qmp is not None
+    assert m.shutdown(5).how == "quit"
+
+
+def _host_timing(s):
+    return dataclasses.replace(s, machine=dataclasses.replace(s.machine, accel="auto", timing="host"))
+
+
+def test_a_failed_kvm_probe_records_the_stage_and_qemus_output(s, tmp_path, monkeypatch):
+    from orchestrator import machine as machine_mod
+    from orchestrator.errors import MachineError
+    monkeypatch.setattr(images, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(machine_mod, "kvm_usable", lambda: True)
+
+    class KvmMachine(FakeMachine):
+        def launch(self, timeout):
+            raise MachineError("QEMU exited at start (exit 1)", ["qemu-system-x86_64", "-accel", "kvm"],
+                               "qemu-system-x86_64: kvm: nested virtualisation refused\n")
+    calls = []
+
+    def parts(argv, paths, logs):
+        calls.append(argv[argv.index("-accel") + 1].split(",")[0])
+        dom0 = _dom0(paths.share_dir)
+        dom0.share_mount = measure.render.SHARE_MOUNT
+        return (KvmMachine() if calls[-1] == "kvm" else FakeMachine()), FakeConsole(XEN_LOG), dom0
+    socks = _free_udp_ports(2)
+    sc = _on_ports(_host_timing(s), *(x.getsockname()[1] for x in socks))
+    for x in socks:
+        x.close()
+    outcome = run_mod.run(ROOT / "testbed.yaml", sc, tmp_path / "results", lambda text: None, make_parts=parts,
+                          ensure_images=_fake_images(tmp_path))
+    assert calls == ["kvm", "tcg"] and outcome.code == 0, outcome.error
+    manifest = json.loads((outcome.bundle / "manifest.json").read_text())
+    assert manifest["accelerator"]["used"] == "tcg"
+    assert "stage 'qemu_up' failed: QEMU exited at start" in manifest["accelerator"]["why"]
+    probe = json.loads((outcome.bundle / "logs" / "kvm-probe" / "probe.json").read_text())
+    assert probe["stage"] == "qemu_up" and "nested virtualisation refused" in probe["error"]
+    stored = json.loads((tmp_path / "cache" / "kvm-verdicts.json").read_text())
+    (verdict,) = stored.values()
+    assert not verdict["works"] and verdict["stage"] == "qemu_up"
+
+
+def test_a_kvm_verdict_expires_with_the_images(tmp_path):
+    from orchestrator.machine import KvmVerdicts
+    path = tmp_path / "v.json"
+    KvmVerdicts(path, ["xen-stock-aaaa"]).put(False, "stage 'qemu_up' failed")
+    assert KvmVerdicts(path, ["xen-stock-aaaa"]).get()["works"] is False
+    assert KvmVerdicts(path, ["xen-stock-bbbb"]).get() is None
+    KvmVerdicts(path, ["xen-stock-aaaa"]).forget()
+    assert KvmVerdicts(path, ["xen-stock-aaaa"]).get() is None
+
+
+def test_accel_kvm_is_refused_for_instruction_timing(capsys):
+    from orchestrator import cli
+    assert cli.main(["run", "iso-stock", "--accel", "kvm"]) == 2
+    assert "needs single-threaded TCG" in capsys.readouterr().err
