@@ -109,8 +109,21 @@ def cmd_matrix(args):
     return matrix.cmd(args)
 
 
-def _interrupt(*_):
+def _interrupt(signum, _frame):
+    """The first SIGINT/SIGTERM stops the run (KeyboardInterrupt); later ones are only reported, so the
+    teardown and the bundle they interrupt still finish (a CI cancel sends SIGTERM, then SIGKILL)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _already_stopping)
     raise KeyboardInterrupt
+
+
+def _already_stopping(signum, _frame):
+    err.print(f"{signal.Signals(signum).name} again: already stopping (QEMU shut down, the bundle finished first)")
+
+
+def _handle_signals():
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
 
 
 def _with_accel(target, accel):
@@ -136,7 +149,7 @@ def cmd_run(args):
         return _run_comparison(args, target)
     s = target
     # SIGTERM (CI cancelling, `kill`) ends the run like Ctrl-C: QEMU stopped, bundle finished.
-    signal.signal(signal.SIGTERM, _interrupt)
+    _handle_signals()
     out.rule(f"natsume-testbed: scenario {s.name}")
     out.print(s.description, markup=False)
     outcome = run(args.file, s, args.results, out.print)
@@ -161,7 +174,7 @@ def cmd_run(args):
 def _run_comparison(args, comp):
     from .compare import run_comparison
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    _handle_signals()
     out.rule(f"natsume-testbed: comparison {comp.name} ({', '.join(s.name for s in comp.scenarios)})")
     out.print(comp.description, markup=False)
     outcome = run_comparison(args.file, comp, args.results, out.print)

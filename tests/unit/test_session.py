@@ -421,3 +421,27 @@ def test_accel_kvm_is_refused_for_instruction_timing(capsys):
     from orchestrator import cli
     assert cli.main(["run", "iso-stock", "--accel", "kvm"]) == 2
     assert "needs single-threaded TCG" in capsys.readouterr().err
+
+
+def test_a_second_signal_does_not_interrupt_the_teardown(capsys):
+    import os
+    import signal
+    from orchestrator import cli
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cli._handle_signals()
+        finished = False
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # CI's second signal while we tear down
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.1)
+                finished = True
+        assert finished
+        assert "SIGTERM again: already stopping" in capsys.readouterr().err
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
