@@ -274,9 +274,9 @@ def natsume_counters(agent, path):
 
 def dropped_counts(text):
     """Interrupts Natsume's dedicated handler took but could not deliver, summed over its vectors
-    (debug key j: `vector 0xf2 ... irqs=n unbound=n busy=n`): a vector with no binding, or an event
-    channel whose lock was busy."""
-    counts = {"unbound": 0, "busy": 0}
+    (debug key j: `vector 0xf2 ... irqs=n unbound=n busy=n ratelimited=n`): a vector with no binding, an
+    event channel whose lock was busy, or an interrupt the storm limiter masked."""
+    counts = {"unbound": 0, "busy": 0, "ratelimited": 0}
     for line in re.findall(r"natsume:\s+vector 0x[0-9a-f]+ .*", text):
         for key in counts:
             found = re.search(rf"\b{key}=(\d+)", line)

@@ -131,7 +131,9 @@ def test_natsume_interrupts_dropped_by_the_fast_path_fail_a_check(tmp_path, s):
     from orchestrator import measure
     text = ("(XEN) natsume:   vector 0xf2 IRQ 29 entry 0: irqs=703 unbound=0 busy=2 refused=0 -> d1 pirq 55 port 9\n"
             "(XEN) natsume:   vector 0xf3 IRQ 30 entry 1: irqs=12 unbound=1 busy=0 refused=0 -> d1 pirq 54 port 10\n")
-    assert measure.dropped_counts(text) == {"unbound": 1, "busy": 2}
+    assert measure.dropped_counts(text) == {"unbound": 1, "busy": 2, "ratelimited": 0}
+    limited = text.replace("busy=2", "busy=2 ratelimited=7")
+    assert measure.dropped_counts(limited)["ratelimited"] == 7
     rec = _records(tmp_path, [1000], [1500])
     rec.natsume_fast_path, rec.natsume_dropped = 715, measure.dropped_counts(text)
     _, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
