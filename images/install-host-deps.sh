@@ -3,7 +3,7 @@
 # Only missing packages are installed; when not root, print the exact command.
 set -euo pipefail
 PACKAGES=(qemu-system-x86 qemu-utils cpio flex bison build-essential dpkg-dev mmdebstrap
-          busybox-static python3-venv python3-debian xz-utils zstd kmod bc git ca-certificates)
+          busybox-static python3-venv python3-debian xz-utils zstd kmod bc git ca-certificates chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -109,6 +109,24 @@ def cmd_matrix(args):
     return matrix.cmd(args)
 
 
+def cmd_show(args):
+    from . import bundles
+
+    return bundles.cmd_show(args, out)
+
+
+def cmd_reanalyze(args):
+    from . import bundles
+
+    return bundles.cmd_reanalyze(args, out)
+
+
+def cmd_compare(args):
+    from . import bundles
+
+    return bundles.cmd_compare(args, out)
+
+
 def _interrupt(signum, _frame):
     """The first SIGINT/SIGTERM stops the run (KeyboardInterrupt); later ones are only reported, so the
     teardown and the bundle they interrupt still finish (a CI cancel sends SIGTERM, then SIGKILL)."""
@@ -241,6 +259,24 @@ def build_parser():
     sp.add_argument("target", nargs="?", help="comparison or scenario (default: the file's default_scenario)")
     sp.add_argument("--github-output", metavar="FILE", help="also append matrix=, target=, kind= lines to FILE")
     sp.set_defaults(func=cmd_matrix)
+    # bundle tools (orchestrator/bundles.py): a bundle is a results folder or its .tar.gz
+    sp = sub.add_parser("show", help="one-screen summary of a result bundle (folder or .tar.gz)")
+    sp.add_argument("bundle")
+    sp.add_argument("--screenshot", action="store_true",
+                    help="render report.html in headless Chromium, check it, keep report.png")
+    sp.set_defaults(func=cmd_show)
+    sp = sub.add_parser("reanalyze", help="recompute samples, summary, plots and checks from a bundle's raw records")
+    sp.add_argument("bundle")
+    sp.add_argument("--out", default=str(ROOT / "results"), help="where the new bundle goes (default: results/)")
+    sp.set_defaults(func=cmd_reanalyze)
+    sp = sub.add_parser("compare", help="side-by-side report of run bundles made anywhere")
+    sp.add_argument("bundles", nargs="+", metavar="BUNDLE", help="run or comparison bundles (folders or .tar.gz)")
+    sp.add_argument("--baseline", help="the group the others are compared with (default: the first)")
+    sp.add_argument("--group", choices=["scenario", "input"], default="scenario",
+                    help="pool runs by scenario and commit (default), or keep each input apart")
+    sp.add_argument("--name", default="compare", help="the comparison's name (default: compare)")
+    sp.add_argument("--out", default=str(ROOT / "results"), help="where the new bundle goes (default: results/)")
+    sp.set_defaults(func=cmd_compare)
     return p
 
 
