@@ -25,6 +25,10 @@ def utc_stamp():
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
+# The part of summary.json a manifest repeats (a run's and a reanalysis's alike).
+SUMMARY_IN_MANIFEST = ("timing", "calibration", "paired", "unpaired_pct", "latency_ticks", "latency_ns", "paths",
+                       "absorbed")
+
 class Bundle:
     def __init__(self, results_dir, scenario_name):
         self.results_dir = Path(results_dir)

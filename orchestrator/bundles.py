@@ -623,13 +623,15 @@ def _guest_irqs_from_map(summary):
     return None
 
 
-SUMMARY_KEYS = ("timing", "calibration", "paired", "unpaired_pct", "latency_ticks", "latency_ns", "paths", "absorbed")
-
-
 def reanalyze(view, results_dir, say=lambda text: None, pack=True):
     """Reanalyze a run or comparison bundle into a new bundle under results_dir -> (folder, archive, exit code)."""
     if view.kind == "comparison":
         return _reanalyze_comparison(view, results_dir, say, pack)
+    return _reanalyze_run(view, results_dir, say, pack)
+
+
+def _reanalyze_run(view, results_dir, say, pack):
+    """One run bundle into a new bundle under results_dir (removed again on failure) -> (folder, archive, code)."""
     b = bundle.Bundle(results_dir, f"{view.name}-reanalyzed"[:120])
     try:
         code, manifest, stages, repro = _reanalyze_run_into(view, b, say)
@@ -685,7 +687,7 @@ def _reanalyze_run_into(view, b, say):
     code = (m.get("exit_code") if isinstance(m.get("exit_code"), int) else EXIT_INFRA) if infra else (
         EXIT_MEASUREMENT_FAILED if failed_checks else EXIT_OK)
     old = view.json("summary.json") or {}
-    new_summary = {k: summary.get(k) for k in SUMMARY_KEYS}
+    new_summary = {k: summary.get(k) for k in bundle.SUMMARY_IN_MANIFEST}
     reanalysis = {
         "from": view.name, "source": str(view.source), "utc": _utc(), "producer": view.git or None,
         "code": bundle.git_state(), "inputs": sources, "scenario_fields_filled": filled,
@@ -742,13 +744,7 @@ def _reanalyze_comparison(view, results_dir, say, pack):
         kept = []
         for r in view.runs:
             try:
-                rb = bundle.Bundle(runs_dir, f"{r.name}-reanalyzed"[:120])
-                try:
-                    _, manifest, stages, repro = _reanalyze_run_into(r, rb, say)
-                except BaseException:
-                    shutil.rmtree(rb.dir, ignore_errors=True)
-                    raise
-                final, _ = _finish(rb, manifest, stages, repro, pack=False)
+                _reanalyze_run(r, runs_dir, say, pack=False)
             except BundleError as exc:  # e.g. a run that failed at boot: kept as it was
                 say(f"not reanalyzed, copied as it was: {exc}")
                 shutil.copytree(r.folder, runs_dir / r.name, symlinks=True)

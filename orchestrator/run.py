@@ -22,7 +22,7 @@ from rich.markup import escape
 from . import boot, bundle, cpio, evaluate, images, measure, render, report
 from .agent import GuestAgent
 from .console import SerialConsole
-from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, StageError, TestbedError
+from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, StageError
 from .machine import KvmVerdicts, Machine, check_udp_ports_free, choose_accel
 from .session import Session
 from .stages import SkipStage, Stage, StageRunner, plan
@@ -181,13 +181,9 @@ def _measure(r, _timeout):
     return f"traffic sent: {_traffic_line(r.records.traffic)}"
 
 
-SUMMARY_IN_MANIFEST = ("timing", "calibration", "paired", "unpaired_pct", "latency_ticks", "latency_ns", "paths",
-                       "absorbed")
-
-
 def _evaluate(r, _timeout):
     summary, r.checks = evaluate.evaluate(r.s, r.records, r.bundle.dir, r.accel)
-    r.manifest["summary"] = {k: summary.get(k) for k in SUMMARY_IN_MANIFEST}
+    r.manifest["summary"] = {k: summary.get(k) for k in bundle.SUMMARY_IN_MANIFEST}
     return (f"{summary.get('paired', 'no')} paired samples; absorbed {summary['absorbed']}; "
             + ", ".join(f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in r.checks))
 
@@ -335,5 +331,3 @@ def _stage_line(res):
     mark = {"passed": "[green]✓[/green]", "failed": "[red]✗[/red]", "skipped": "[dim]-[/dim]"}[res.status]
     return f"{mark} {res.name:<14} {res.seconds:7.1f} s  {escape(res.detail)}"
 
-
-__all__ = ["STAGES", "Outcome", "Run", "TestbedError", "Workdir", "run", "stage_names"]
