@@ -205,9 +205,11 @@ DOM0_COMMANDS = {
 }
 
 
-def collect(agent, s, logs_dir):
-    """Copy the toolstack's view and each guest's console out of dom0 (best effort per file)."""
+def collect(agent, s, logs_dir, budget=None):
+    """Copy the toolstack's view and each guest's console out of dom0 (best effort per file;
+    with a `budget` in seconds, what fits in it, the rest marked not collected)."""
     logs_dir.mkdir(parents=True, exist_ok=True)
+    d = Deadline(budget if budget is not None else 60 * 60)
     commands = dict(DOM0_COMMANDS)
     for guest in (s.rt_guest, s.load_guest):
         commands[f"guest-{guest.name}-console.log"] = f"cat {shlex.quote(GUEST_LOG.format(name=guest.name))}"
@@ -215,7 +217,9 @@ def collect(agent, s, logs_dir):
     saved = []
     for name, command in commands.items():
         try:
-            res = agent.run(command, timeout=60)
+            if d.expired():
+                raise TimeoutError(f"the {budget} s budget after the signal was spent")
+            res = agent.run(command, timeout=d.slice(60))
             (logs_dir / name).write_text(res.stdout + (f"\n[stderr]\n{res.stderr}" if res.stderr else ""))
             saved.append(name)
         except Exception as exc:  # noqa: BLE001 - one missing file must not lose the others

@@ -47,11 +47,21 @@ class Bundle:
         self.started = time.time()
 
     def write_json(self, name, data):
-        (self.dir / name).write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        """Atomic (a temporary file renamed over the old one): a run killed mid-write keeps the old file."""
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        os.replace(tmp, self.dir / name)
+
+    def _moved_into_place(self):
+        if self.dir != self.final:
+            os.replace(self.dir, self.final)
+            self.dir, self.config, self.logs, self.raw = (self.final, self.final / "config", self.final / "logs",
+                                                          self.final / "raw")
 
     def finish(self, manifest, stages, reproducer, pack=True):
         """Write manifest, stage table and reproducer; rename into place; pack the tarball
-        (-> (folder, tarball or None))."""
+        (-> (folder, tarball or None)). It may be called again (a run interrupted by a signal
+        finishes its bundle first, then again after the teardown): it then rewrites the files."""
         manifest = dict(manifest, run_id=self.run_id, finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         duration_s=round(time.time() - self.started, 1))
         self.write_json("manifest.json", manifest)
@@ -59,7 +69,7 @@ class Bundle:
         (self.dir / "stages.txt").write_text(stages.table())
         (self.dir / "reproducer.sh").write_text(reproducer)
         (self.dir / "reproducer.sh").chmod(0o755)
-        os.replace(self.dir, self.final)
+        self._moved_into_place()
         if not pack:
             return self.final, None
         tar_path = self.results_dir / f"{self.run_id}.tar.gz"

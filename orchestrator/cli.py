@@ -132,7 +132,7 @@ def _interrupt(signum, _frame):
     teardown and the bundle they interrupt still finish (a CI cancel sends SIGTERM, then SIGKILL)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _already_stopping)
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt(signal.Signals(signum).name)  # run() names the signal in the bundle
 
 
 def _already_stopping(signum, _frame):

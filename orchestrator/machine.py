@@ -7,7 +7,9 @@ by PID if it does not, and `shutdown` says which happened. QEMU also gets
 SIGKILL if this process dies, so no QEMU is ever left behind.
 """
 
+import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import platform
@@ -148,6 +150,34 @@ class Machine:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+LOCK_DIR = Path(os.environ.get("TESTBED_LOCK_DIR", "/tmp"))
+
+
+@contextlib.contextmanager
+def claim_udp_ports(ports, holder):
+    """Hold a lock file per UDP port (port and port+1 of each socket netdev) while the block runs.
+    A second testbed run on the same ports refuses at once and names the holder; QEMU's
+    SO_REUSEADDR would otherwise let it start and steal this run's frames. The lock ends with
+    the process, so a killed run never leaves a stale claim."""
+    with contextlib.ExitStack() as held:
+        for port in sorted({p + d for p in ports for d in (0, 1)}):
+            f = held.enter_context(open(LOCK_DIR / f"testbed-udp-{port}.lock", "a+"))
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                other = f.read().strip() or "another testbed run"
+                raise MachineError(f"UDP port {port} is claimed by {other}. Two runs on one port would receive "
+                                   "each other's frames: wait for that run, or give this scenario other "
+                                   "nics.*.udp_port values.") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"{holder} (pid {os.getpid()})\n")
+            f.flush()
+        check_udp_ports_free(ports)  # a process that is not a testbed run may hold one
+        yield
 
 
 def check_udp_ports_free(ports):

@@ -23,7 +23,7 @@ from . import boot, bundle, cpio, evaluate, images, measure, render, report
 from .agent import GuestAgent
 from .console import SerialConsole
 from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, StageError
-from .machine import KvmVerdicts, Machine, check_udp_ports_free, choose_accel
+from .machine import KvmVerdicts, Machine, choose_accel, claim_udp_ports
 from .session import Session
 from .stages import SkipStage, Stage, StageRunner, plan
 
@@ -115,6 +115,12 @@ class Run:
 # ---------------------------------------------------------------- the stages' functions
 
 
+def _ports(r, _timeout):
+    nics = (r.s.nics.measured, r.s.nics.load)
+    r.stack.enter_context(claim_udp_ports([n.udp_port for n in nics], f"run {r.bundle.run_id} of {r.scenario_file}"))
+    return ", ".join(f"{n.udp_port}-{n.udp_port + 1}" for n in nics)
+
+
 def _images(r, _timeout):
     r.imgs = r.ensure_images(r.s.hypervisor.variant, progress=r.say)
     r.manifest["images"] = r.imgs.versions()
@@ -123,7 +129,6 @@ def _images(r, _timeout):
 
 def _render(r, _timeout):
     s = r.s
-    check_udp_ports_free([n.udp_port for n in (s.nics.measured, s.nics.load)])
     verdicts = KvmVerdicts(images.CACHE / "kvm-verdicts.json", [d.name for d in r.imgs.dirs.values()])
     if s.machine.accel == "kvm":
         verdicts.forget()  # asked for KVM: an old negative verdict must not outlive this try
@@ -208,6 +213,8 @@ def _measuring(s):
 
 
 STAGES = (
+    Stage("ports", "the scenario's UDP ports claimed for this run alone (a second run on them refuses)", None,
+          _ports),
     Stage("images", "every image of the variant in the cache (built if missing)", None, _images),
     Stage("render", "the boot files rendered and the accelerator chosen", None, _render),
     Stage("qemu_up", "QEMU started paused with its sockets, then running", "qemu_up", _qemu_up),
@@ -300,15 +307,37 @@ def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, en
                 manifest=manifest, work=work, logs=b.logs)
         try:
             error = runner.run(stages, r, s)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             interrupted = True
-            error = StageError(runner.results[-1].name if runner.results else "start", "interrupted (Ctrl-C)")
+            error = StageError(runner.results[-1].name if runner.results else "start",
+                               f"interrupted ({exc.args[0] if exc.args else 'SIGINT'})")
             runner.skip_rest(stages)
+            _after_signal(r, runner, manifest, error)
         finally:
             stack.close()  # the Session first (it was entered last), then the work folder
         if r.session is not None:
             manifest["machine_exit"] = r.session.machine_exit.__dict__
     return _finish(b, s, runner, manifest, error, r.checks, interrupted, pack)
+
+
+AFTER_SIGNAL_COLLECT_S = 5  # a CI cancel escalates to SIGKILL about 10 s after its first signal
+AFTER_SIGNAL_QUIT_S = 3
+
+
+def _after_signal(r, runner, manifest, error):
+    """After Ctrl-C or SIGTERM the bundle is finished first, with what is known; then dom0's logs
+    are collected for a few seconds and QEMU is stopped, and run() finishes the bundle again."""
+    _finish(r.bundle, r.s, runner, dict(manifest, teardown="interrupted: collecting dom0's logs, then stopping QEMU"),
+            error, r.checks, True, pack=False)
+    r.logs = r.bundle.logs  # the bundle's folder has its final name now
+    if r.session is None:
+        return
+    if r.agent.connected:
+        try:
+            boot.collect(r.agent, r.s, r.logs, budget=AFTER_SIGNAL_COLLECT_S)
+        except Exception as exc:  # noqa: BLE001 - the logs are a bonus here; stopping QEMU is not
+            r.say(f"collecting dom0's logs after the signal failed: {escape(str(exc))}")
+    r.session.close(AFTER_SIGNAL_QUIT_S)
 
 
 def _finish(b, s, runner, manifest, error, checks, interrupted, pack):
@@ -317,7 +346,7 @@ def _finish(b, s, runner, manifest, error, checks, interrupted, pack):
         EXIT_MEASUREMENT_FAILED if failed_checks else EXIT_OK)
     manifest.update(status={EXIT_OK: "passed", EXIT_MEASUREMENT_FAILED: "measurement failed"}.get(code, "failed"),
                     exit_code=code, failed_stage=runner.failed_stage(), failed_checks=failed_checks,
-                    error=str(error) if error else None)
+                    error=str(error) if error else None, interrupted=interrupted)
     report.junit(b.dir / "junit.xml", f"testbed.{s.name}", runner.results, checks)
     final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"]), pack=pack)
     return Outcome(code, final, tar, runner, error, checks, interrupted)

@@ -56,8 +56,9 @@ def test_bundle_is_hidden_until_finished_then_packed(tmp_path):
     runner = StageRunner()
     with runner.stage("images"):
         pass
+    partial = b.dir
     final, tar = b.finish({"status": "passed"}, runner, "#!/bin/sh\n")
-    assert final.exists() and not b.dir.exists()
+    assert final.exists() and not partial.exists() and b.dir == final and b.logs == final / "logs"
     manifest = json.loads((final / "manifest.json").read_text())
     assert manifest["run_id"] == final.name and manifest["status"] == "passed"
     assert json.loads((final / "stages.json").read_text())[0]["name"] == "images"
@@ -98,3 +99,27 @@ def test_udp_port_taken_by_another_run_is_refused():
     finally:
         holder.close()
     machine.check_udp_ports_free([port])
+
+
+def test_a_second_claim_on_a_port_is_refused_at_once_and_names_the_holder(tmp_path, monkeypatch):
+    monkeypatch.setattr(machine, "LOCK_DIR", tmp_path)
+    monkeypatch.setattr(machine, "check_udp_ports_free", lambda ports: None)
+    with machine.claim_udp_ports([40010, 40020], "run A"):
+        with pytest.raises(MachineError, match=r"UDP port 40011 is claimed by run A \(pid \d+\)"):
+            with machine.claim_udp_ports([40011], "run B"):
+                pass
+        with machine.claim_udp_ports([40030], "run C"):  # other ports: both run
+            pass
+    with machine.claim_udp_ports([40010], "run B"):  # released when run A ended
+        assert "run B" in (tmp_path / "testbed-udp-40010.lock").read_text()
+
+
+def test_a_claim_still_refuses_a_port_held_by_a_process_that_is_not_a_run(tmp_path, monkeypatch):
+    import socket
+    monkeypatch.setattr(machine, "LOCK_DIR", tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        with pytest.raises(MachineError, match="in use"):
+            with machine.claim_udp_ports([port], "run A"):
+                pass

@@ -146,7 +146,7 @@ def test_every_stage_timeout_is_a_field_of_timeouts():
 
 def test_the_plan_follows_the_scenario(s):
     names = run_mod.stage_names(s)
-    assert names[:3] == ("images", "render", "qemu_up") and names[-2:] == ("collect", "shutdown")
+    assert names[:4] == ("ports", "images", "render", "qemu_up") and names[-2:] == ("collect", "shutdown")
     assert "natsume_option" not in names and "measure" in names
     nat = scenario.load(ROOT / "testbed.yaml", "iso-natsume")
     assert run_mod.stage_names(nat).index("natsume_option") == run_mod.stage_names(nat).index("toolstack") + 1
@@ -286,7 +286,7 @@ def test_run_goes_through_every_stage_to_a_finished_bundle(s, tmp_path):
     assert manifest["status"] == "passed" and manifest["machine_exit"]["how"] == "quit"
     assert manifest["summary"]["paired"] == len(VMM_TSCS)
     stages = json.loads((outcome.bundle / "stages.json").read_text())
-    assert stages[4]["name"] == "iommu" and stages[4]["timeout_s"] == s.timeouts.iommu and stages[4]["waits_for"]
+    assert stages[5]["name"] == "iommu" and stages[5]["timeout_s"] == s.timeouts.iommu and stages[5]["waits_for"]
     assert (outcome.bundle / "samples.csv").exists() and outcome.archive.exists()
     assert made["console"].events == ["drain", "close"] and made["dom0"].closed
     assert made["machine"].events == ["launch", "cont", "shutdown"]
@@ -326,7 +326,41 @@ def test_ctrl_c_in_a_stage_ends_the_run_with_a_bundle(s, tmp_path):
     assert outcome.runner.failed_stage() == "load_guest"
     assert next(r for r in outcome.runner.results if r.name == "collect").status == "skipped"
     assert made["machine"].events[-1] == "shutdown"
-    assert json.loads((outcome.bundle / "manifest.json").read_text())["status"] == "failed"
+    manifest = json.loads((outcome.bundle / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["interrupted"] and "teardown" not in manifest
+    assert manifest["error"].endswith("interrupted (SIGINT)")
+
+
+class _SeesTheBundleAtShutdown(FakeMachine):
+    """Records what a SIGKILL arriving while QEMU stops would leave in results/."""
+
+    def __init__(self, results):
+        super().__init__()
+        self.results, self.seen = results, None
+
+    def shutdown(self, timeout=15):
+        if self.seen is None:
+            self.seen = {"timeout": timeout, "folders": sorted(p.name for p in self.results.iterdir()),
+                         "manifests": [json.loads(m.read_text()) for m in self.results.glob("*/manifest.json")],
+                         "junit": [j.read_text() for j in self.results.glob("*/junit.xml")],
+                         "dmesg": [d.read_text() for d in self.results.glob("*/logs/xl-dmesg.txt")]}
+        return super().shutdown(timeout)
+
+
+def test_after_a_signal_the_bundle_is_finished_before_qemu_is_stopped(s, tmp_path):
+    def sigterm(command):
+        raise KeyboardInterrupt("SIGTERM")
+    machine = _SeesTheBundleAtShutdown(tmp_path / "results")
+    outcome, _ = _run(s, tmp_path, machine=machine, dom0_extra=[(r"^xl create .*xl-load", sigterm)])
+    seen = machine.seen
+    assert [f for f in seen["folders"] if f.startswith(".")] == []  # no .partial folder, even now
+    [manifest] = seen["manifests"]
+    assert manifest["failed_stage"] == "load_guest" and manifest["error"].endswith("interrupted (SIGTERM)")
+    assert manifest["teardown"].startswith("interrupted") and "machine_exit" not in manifest
+    assert "stage.load_guest" in seen["junit"][0] and seen["dmesg"]  # dom0's log collected after the signal
+    assert seen["timeout"] == run_mod.AFTER_SIGNAL_QUIT_S  # QEMU gets seconds, not the usual 15 s
+    final = json.loads((outcome.bundle / "manifest.json").read_text())  # then finished again, with QEMU's end
+    assert final["machine_exit"]["how"] == "quit" and "teardown" not in final and outcome.archive.exists()
 
 
 # ---------------------------------------------------------------- QEMU's start and the KVM probe
