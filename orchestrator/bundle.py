@@ -111,8 +111,13 @@ def git_state():
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
-def reproducer(scenario_name, run_id, commit):
-    """A script that reruns this scenario from the same commit with the bundled scenario file."""
+def reproducer(scenario_name, run_id, commit, sets=()):
+    """A script that reruns this scenario from the same commit with the bundled scenario file
+    (and the run's --set overrides)."""
+    command = f"make testbed run SCENARIO={shlex.quote(scenario_name)} TESTBED_FILE=\"$BUNDLE/config/testbed.yaml\""
+    if sets:
+        command = (f"make testbed && .venv/bin/python -m orchestrator --file \"$BUNDLE/config/testbed.yaml\" run "
+                   + " ".join([shlex.quote(scenario_name)] + [f"--set {shlex.quote(p)}" for p in sets]))
     return f"""#!/bin/sh
 # Reproduce run {run_id}.
 # Run from a clone of natsume-testbed; it checks out the commit this run used
@@ -122,7 +127,7 @@ BUNDLE=$(cd "$(dirname "$0")" && pwd)
 REPO=${{REPO:-.}}
 cd "$REPO"
 git checkout {shlex.quote(commit or 'HEAD')}
-make testbed run SCENARIO={shlex.quote(scenario_name)} TESTBED_FILE="$BUNDLE/config/testbed.yaml"
+{command}
 # QEMU alone, with this run's rendered command line (images must be built):
 #   sh "$BUNDLE/config/qemu-cmdline.sh"
 """

@@ -160,7 +160,7 @@ def _with_accel(target, accel):
 def cmd_run(args):
     from .run import run
 
-    target = scenario.load_target(args.file, args.scenario)
+    target = scenario.load_target(args.file, args.scenario, args.sets)
     if args.accel:
         target = _with_accel(target, args.accel)
     if isinstance(target, scenario.Comparison):
@@ -170,7 +170,7 @@ def cmd_run(args):
     _handle_signals()
     out.rule(f"natsume-testbed: scenario {s.name}")
     out.print(s.description, markup=False)
-    outcome = run(args.file, s, args.results, out.print)
+    outcome = run(args.file, s, args.results, out.print, sets=args.sets)
     table = Table(title=f"stages of {outcome.bundle.name}")
     for col in ("stage", "status", "seconds", "detail"):
         table.add_column(col, justify="right" if col == "seconds" else "left")
@@ -187,6 +187,31 @@ def cmd_run(args):
         err.print(str(outcome.error), markup=False)
     out.print(f"bundle: {outcome.bundle}\narchive: {outcome.archive}\nexit code: {outcome.code}", markup=False)
     return outcome.code
+
+
+def _soak_runs(text):
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole number 1..100, got {text!r}")
+    return int(text)
+
+
+def cmd_soak(args):
+    from .soak import DEFAULT_SCENARIOS, soak
+
+    names = args.scenarios or list(DEFAULT_SCENARIOS)
+    ports = {}
+    for name in names:  # every scenario checked before the first boot
+        s = scenario.load_scenario(args.file, name)
+        ports[name] = (s.nics.measured.udp_port, s.nics.load.udp_port)
+    _handle_signals()
+    command = shlex.join(["testbed", "--file", str(args.file), "soak", *names, "--runs", str(args.runs),
+                          "--jobs", str(args.jobs)])
+    out.rule(f"natsume-testbed: soak, {args.runs} runs of each of {', '.join(names)}, {args.jobs} at a time")
+    code, final, table = soak(Path(args.file), names, ports, args.runs, args.jobs, args.results,
+                              lambda text: out.print(text, markup=False), command)
+    out.print(Markdown((final / "report.md").read_text()))
+    out.print(f"bundle: {final}\nexit code: {code}", markup=False)
+    return code
 
 
 def _run_comparison(args, comp):
@@ -240,7 +265,18 @@ def build_parser():
     sp.add_argument("--results", default=str(ROOT / "results"), help="where bundles go (default: results/)")
     sp.add_argument("--accel", choices=["auto", "kvm", "tcg"],
                     help="override machine.accel (kvm also retries KVM where an earlier probe said no)")
+    sp.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD.PATH=VALUE",
+                    help="override one scenario field for this run (repeatable), e.g. nics.measured.udp_port=40110; "
+                         "kept in the manifest and the reproducer")
     sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("soak", help="boot scenarios N times each; hang and failure rates with 95 % intervals")
+    sp.add_argument("scenarios", nargs="*", help="scenario names (default: soak-stock soak-natsume "
+                                                 "soak-natsume-no-preempt)")
+    sp.add_argument("--runs", type=_soak_runs, default=10, help="runs of each scenario, 1..100 (default: 10)")
+    sp.add_argument("--jobs", type=int, default=1, choices=[1, 2, 3, 4],
+                    help="runs booted at once, each on its own UDP ports (default: 1)")
+    sp.add_argument("--results", default=str(ROOT / "results"), help="where the soak bundle goes (default: results/)")
+    sp.set_defaults(func=cmd_soak)
     sp = sub.add_parser("validate", help="check a scenario file")
     sp.add_argument("path", nargs="?", help="file to check (default: --file)")
     sp.set_defaults(func=cmd_validate)

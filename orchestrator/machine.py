@@ -97,6 +97,20 @@ class Machine:
     def cont(self):
         self.qmp.cmd("cont")
 
+    def device_registers(self, slot, registers):
+        """32-bit registers of BAR 0 of the device in PCI slot `slot` (bus 0), read by QEMU itself
+        (HMP `xp`), so they can be read when every guest is hung. `registers` {name: offset} is read
+        in order: a read-to-clear register (e1000e ICR) goes last. -> {name: value}."""
+        base = next((r["address"] for bus in self.qmp.cmd("query-pci") for dev in bus["devices"]
+                     if dev["slot"] == slot for r in dev["regions"] if r.get("bar") == 0), None)
+        if base is None:
+            raise MachineError(f"no device with a BAR 0 in PCI slot {slot:#x}", self.argv, "")
+        values = {}
+        for name, offset in registers.items():
+            text = self.qmp.cmd("human-monitor-command", **{"command-line": f"xp /1wx {base + offset:#x}"})
+            values[name] = int(text.split(":")[1].split()[0], 16)  # "00000000febc00d0: 0x0000009d"
+        return values
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 

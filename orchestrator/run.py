@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from rich.markup import escape
 
-from . import boot, bundle, cpio, evaluate, images, measure, render, report
+from . import boot, bundle, cpio, diagnose, evaluate, images, measure, render, report
 from .agent import GuestAgent
 from .console import SerialConsole
 from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, StageError
@@ -197,7 +197,11 @@ def _collect(r, _timeout):
     """Also after a failure: save what dom0 can still tell, if its agent ever answered."""
     if r.session is None or not r.agent.connected:
         raise SkipStage("dom0's guest agent never answered: nothing to collect from dom0")
-    return boot.collect(r.agent, r.s, r.logs)
+    detail = boot.collect(r.agent, r.s, r.logs)
+    if r.runner.failed_stage():  # a failure (a hang above all) must be a bundle a reader can diagnose
+        saved = diagnose.collect(r.agent, r.machine, r.s, r.logs)
+        detail += f"; after the failure: {', '.join(saved) or 'no diagnostics'}"
+    return detail
 
 
 def _shutdown(r, timeout):
@@ -290,12 +294,13 @@ class Outcome:
     report: str = ""  # a comparison's report.md text
 
 
-def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, ensure_images=images.ensure):
-    """Run one scenario through STAGES; always leaves a bundle. -> Outcome."""
+def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, ensure_images=images.ensure, sets=()):
+    """Run one scenario through STAGES; always leaves a bundle. `sets` are the --set overrides
+    already in `s`, kept for the manifest and the reproducer. -> Outcome."""
     b = bundle.Bundle(results_dir, s.name)
     runner = StageRunner(report=lambda res: say(_stage_line(res)))
     manifest = {"scenario": s.as_dict(), "scenario_file": str(scenario_file), "status": "running",
-                "host": bundle.host_facts(), "git": bundle.git_state(),
+                "overrides": list(sets), "host": bundle.host_facts(), "git": bundle.git_state(),
                 "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     bundle.copy_into(scenario_file, b.config, "testbed.yaml")
     error, interrupted = None, False
@@ -348,7 +353,8 @@ def _finish(b, s, runner, manifest, error, checks, interrupted, pack):
                     exit_code=code, failed_stage=runner.failed_stage(), failed_checks=failed_checks,
                     error=str(error) if error else None, interrupted=interrupted)
     report.junit(b.dir / "junit.xml", f"testbed.{s.name}", runner.results, checks)
-    final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"]), pack=pack)
+    final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"],
+                                                            manifest.get("overrides", ())), pack=pack)
     return Outcome(code, final, tar, runner, error, checks, interrupted)
 
 

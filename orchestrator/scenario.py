@@ -269,8 +269,41 @@ def default_name(doc):
     return doc.get("default_scenario") or scenario_names(doc)[0]
 
 
-def resolve(doc, name=None):
-    """Merge scenario `name` over the defaults and validate it."""
+SET_WHERE = "--set"
+
+
+def overrides(pairs):
+    """`--set a.b.c=VALUE` pairs -> a mapping merged over a scenario (VALUE is read as YAML: 40110
+    is a number, false a boolean); the values' errors then name `--set N` as their place."""
+    tree, problems = SourcedDict(file=SET_WHERE, line=0), []
+    for n, pair in enumerate(pairs, 1):
+        path, eq, text = pair.partition("=")
+        keys = path.split(".")
+        if not eq or not all(re.fullmatch(r"[a-z_][a-z0-9_]*", k) for k in keys):
+            problems.append(Problem(f"{SET_WHERE}:{n}", pair[:80], "expected FIELD.PATH=VALUE, such as "
+                                    "nics.measured.udp_port=40110 (the field names of a scenario)"))
+            continue
+        node = tree
+        for key in keys[:-1]:
+            if not isinstance(node.get(key, SourcedDict()), SourcedDict):
+                problems.append(Problem(f"{SET_WHERE}:{n}", path, f"{key} was set to a value by an earlier --set"))
+                break
+            node = node.setdefault(key, SourcedDict(file=SET_WHERE, line=n))
+            node.key_lines.setdefault(key, n)
+        else:
+            try:
+                node[keys[-1]] = load_text(text, SET_WHERE) if text.strip() else text
+            except YamlSyntaxError as exc:
+                problems.append(Problem(f"{SET_WHERE}:{n}", path, str(exc).split(": ", 1)[-1]))
+            node.key_lines[keys[-1]] = n
+            tree.key_lines.setdefault(keys[0], n)
+    if problems:
+        raise ScenarioError(problems)
+    return tree
+
+
+def resolve(doc, name=None, override=None):
+    """Merge scenario `name` over the defaults (and `override`, from --set) and validate it."""
     name = name or default_name(doc)
     scenarios = doc["scenarios"]
     if name not in scenarios:
@@ -281,6 +314,8 @@ def resolve(doc, name=None):
     if not isinstance(own, SourcedDict):
         raise ScenarioError([Problem(scenarios.where(name), f"scenarios.{name}", "expected a mapping")])
     merged = deep_merge(doc["defaults"], own)
+    if override:
+        merged = deep_merge(merged, override)
     problems = []
     merged["name"] = name
     merged.setdefault("description", "")
@@ -316,7 +351,7 @@ def comparison_names(doc):
     return list((doc.get("comparisons") or {}).keys())
 
 
-def resolve_comparison(doc, name):
+def resolve_comparison(doc, name, override=None):
     comps = doc.get("comparisons") or SourcedDict()
     raw, path = comps[name], f"comparisons.{name}"
     if not isinstance(raw, SourcedDict):
@@ -339,7 +374,7 @@ def resolve_comparison(doc, name):
                                     f"no scenario named {n!r}; defined: {', '.join(doc['scenarios'])}"))
             continue
         try:
-            scenarios.append(resolve(doc, n))
+            scenarios.append(resolve(doc, n, override))
         except ScenarioError as exc:
             problems.extend(exc.problems)
     if not problems:
@@ -365,13 +400,15 @@ def unknown_name(doc, name):
             f"{', '.join(map(str, scenario_names(doc)))}; comparisons: {', '.join(map(str, comparison_names(doc))) or 'none'}")
 
 
-def load_target(path, name=None):
-    """A scenario or a comparison by name (default: the file's default_scenario)."""
+def load_target(path, name=None, sets=()):
+    """A scenario or a comparison by name (default: the file's default_scenario), with `sets`
+    (--set FIELD.PATH=VALUE) over each of its scenarios."""
     doc = load_file(path)
     name = name or default_name(doc)
+    override = overrides(sets) if sets else None
     if name in comparison_names(doc):
-        return resolve_comparison(doc, name)
-    return resolve(doc, name)
+        return resolve_comparison(doc, name, override)
+    return resolve(doc, name, override)
 
 
 def load_scenario(path, name=None):

@@ -73,6 +73,10 @@ class FakeMachine:
         if not self._alive:
             raise MachineError("QEMU exited unexpectedly (exit 1)", ["qemu"], "boom")
 
+    def device_registers(self, slot, registers):
+        self.events.append(f"registers {slot:#x}")
+        return {name: 0x9d for name in registers}
+
     def shutdown(self, timeout=15):
         if self.exit is None:
             self.events.append("shutdown")

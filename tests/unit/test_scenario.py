@@ -201,3 +201,35 @@ def test_comparison_repeats_are_checked(tmp_path):
     with pytest.raises(ScenarioError) as info:
         scenario.validate_file(path)
     assert "comparisons.stock-vs-natsume.repeats: expected an integer 1..50" in str(info.value)
+
+
+# ---------------------------------------------------------------- --set FIELD.PATH=VALUE
+
+
+def test_set_overrides_fields_of_a_scenario_and_of_every_scenario_of_a_comparison():
+    s = scenario.load_target(DEFAULT, "smoke-stock", ["nics.measured.udp_port=40110", "nics.load.udp_port=40120",
+                                                      "hypervisor.natsume.preempt_evtchn=false"])
+    assert (s.nics.measured.udp_port, s.nics.load.udp_port, s.hypervisor.natsume.preempt_evtchn) == (40110, 40120, False)
+    comp = scenario.load_target(DEFAULT, "smoke-comparison", ["measurement.bursts=5"])
+    assert [x.measurement.bursts for x in comp.scenarios] == [5, 5]
+
+
+@pytest.mark.parametrize("sets, where, says", [
+    (["foo"], "--set:1: foo", "expected FIELD.PATH=VALUE"),
+    (["Nics.x=1"], "--set:1: Nics.x", "expected FIELD.PATH=VALUE"),
+    (["measurement.bursts=5", "nics.bogus=1"], "--set:2: scenarios.smoke-stock.nics.bogus", "unknown key 'bogus'"),
+    (["nics.measured.udp_port=abc"], "--set:1: scenarios.smoke-stock.nics.measured.udp_port", "expected an integer"),
+    (["measurement.bursts=[1"], "--set:1: measurement.bursts", "YAML syntax"),
+])
+def test_a_bad_set_names_its_position_and_field(sets, where, says):
+    with pytest.raises(ScenarioError) as exc:
+        scenario.load_target(DEFAULT, "smoke-stock", sets)
+    text = "\n".join(map(str, exc.value.problems))
+    assert where in text and says in text, text
+
+
+def test_a_run_with_sets_reproduces_them():
+    from orchestrator import bundle
+    script = bundle.reproducer("smoke-stock", "r1", "abc", ["nics.measured.udp_port=40110", "x.y=a b"])
+    assert "run smoke-stock --set nics.measured.udp_port=40110 --set 'x.y=a b'" in script
+    assert "make testbed run SCENARIO=smoke-stock" in bundle.reproducer("smoke-stock", "r1", "abc")

@@ -297,8 +297,17 @@ def test_a_failed_boot_stage_still_collects_and_tears_down(s, tmp_path):
     assert outcome.code == 2 and outcome.runner.failed_stage() == "rt_guest"
     status = {r.name: r.status for r in outcome.runner.results}
     assert status["collect"] == "passed" and status["load_guest"] == "skipped" and status["shutdown"] == "skipped"
-    assert (outcome.bundle / "logs" / "xl-dmesg.txt").exists()
-    assert made["machine"].events[-1] == "shutdown" and made["console"].events[-1] == "close"
+    logs = outcome.bundle / "logs"
+    assert (logs / "xl-dmesg.txt").exists()
+    # the failure's diagnostics: every debug key, the NIC's registers from QEMU, the guest's IRQs (or why not)
+    keys = (logs / "xen-debug-keys.txt").read_text()
+    assert all(f"==== xl debug-keys {k}" in keys for k in "jeqr")
+    regs = json.loads((logs / "e1000e-registers.json").read_text())["registers"]
+    assert list(regs)[-1] == "ICR" and regs["IMS"] == "0x0000009d"
+    assert (logs / "rt-guest-interrupts.txt").read_text()
+    assert "after the failure: xen-debug-keys.txt" in next(r for r in outcome.runner.results if r.name == "collect").detail
+    assert made["machine"].events[-2:] == [f"registers {s.nics.measured.pci_slot:#x}", "shutdown"]
+    assert made["console"].events[-1] == "close"
     junit = ET.parse(outcome.bundle / "junit.xml").getroot()
     failure = junit.find("testcase[@name='stage.rt_guest']/failure")
     assert "no such device" in failure.text and "the stage waits for" in failure.text
