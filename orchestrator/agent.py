@@ -71,7 +71,7 @@ class GuestAgent:
             if status.get("exited"):
                 break
         else:
-            raise AgentError(f"dom0 command did not finish within {timeout} s: {command}")
+            raise AgentError(f"dom0 command did not finish within {timeout:.3g} s: {command}")
         result = Result(command, status.get("exitcode", -1), _decode(status.get("out-data")),
                         _decode(status.get("err-data")))
         if check and not result.ok:

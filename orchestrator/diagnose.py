@@ -15,6 +15,7 @@ XEN_DEBUG_KEYS = "jeqr"
 # Read in this order: ICR is read-to-clear, so it goes last.
 E1000E_REGISTERS = {"CTRL": 0x0000, "STATUS": 0x0008, "IMS": 0x00D0, "IVAR": 0x00E4, "RDH0": 0x2810,
                     "RDT0": 0x2818, "TDH0": 0x3810, "TDT0": 0x3818, "ICR": 0x00C0}
+TAIL_LINES = 40
 GUEST_TIMEOUT_S = 15  # a hung RT guest answers nothing: do not wait for it longer than this
 
 
@@ -36,11 +37,19 @@ def collect(agent, machine, s, logs_dir):
 
 
 def xen_debug_keys(agent):
-    """Each key's output alone (clearing Xen's console ring before each, so none pushes another out)."""
+    """Each key's output alone: Xen's console ring (a few dozen kB) is read after each key, from
+    Xen's "'k' pressed" line on. The handler runs after `xl debug-keys` returns: read a second later."""
     out = []
     for key in XEN_DEBUG_KEYS:
-        res = agent.run(f"xl dmesg -c >/dev/null && xl debug-keys {key} && xl dmesg -c", timeout=30)
-        out.append(f"==== xl debug-keys {key} (exit {res.rc})\n{res.stdout}{res.stderr}")
+        res = agent.run(f"xl debug-keys {key} && sleep 1 && xl dmesg", timeout=30)
+        text = res.stdout
+        start = text.rfind(f"'{key}' pressed")
+        if start >= 0:
+            text = text[text.rfind("\n", 0, start) + 1:]
+        else:  # a handler that does not announce itself (Natsume's j): the ring's end
+            text = f"[no \"'{key}' pressed\" line: the last {TAIL_LINES} lines of xl dmesg]\n" + "\n".join(
+                text.splitlines()[-TAIL_LINES:]) + "\n"
+        out.append(f"==== xl debug-keys {key} (exit {res.rc})\n{text}{res.stderr}")
     return "\n".join(out)
 
 

@@ -173,4 +173,15 @@ def evaluate(s, rec, out_dir, accel):
                             "Natsume's dedicated handler dropped "
                             + (", ".join(f"{v} {k}" for k, v in dropped.items()) if dropped
                                else "no interrupt (unbound 0, busy 0)")))
+        handled = guest_handled_irqs(rec)
+        checks.append(check("natsume_took_every_interrupt", handled <= rec.natsume_fast_path,
+                            f"the RT guest ran its e1000e handlers {handled} times since they were bound, Natsume's "
+                            f"fast path took {rec.natsume_fast_path} interrupts (read later; more handler runs would "
+                            "mean some came by stock Xen's path)"))
     return summary, checks
+
+
+def guest_handled_irqs(rec):
+    """The RT guest's handler runs of the e1000e's IRQs (rtagent's irqN counters, after the traffic)."""
+    counters = (rec.counters_after or {}).get("rt_guest") or {}
+    return sum(int(v) for k, v in counters.items() if re.fullmatch(r"irq\d+", k) and str(v).isdigit())

@@ -142,3 +142,15 @@ def test_natsume_interrupts_dropped_by_the_fast_path_fail_a_check(tmp_path, s):
     rec.natsume_dropped = {"unbound": 0, "busy": 0}
     _, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
     assert next(c for c in checks if c["name"] == "natsume_delivered_all")["ok"]
+
+
+def test_guest_handler_runs_beyond_natsumes_fast_path_fail_a_check(tmp_path, s):
+    rec = _records(tmp_path, [1000], [1500])
+    rec.natsume_fast_path = 724
+    rec.counters_after = {"rt_guest": {"if": "eth0", "rx_packets": "8444", "irq9": "614", "irq10": "21", "irq11": "1"}}
+    _, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
+    took = next(c for c in checks if c["name"] == "natsume_took_every_interrupt")
+    assert took["ok"] and "636 times" in took["detail"] and "took 724" in took["detail"]
+    rec.counters_after["rt_guest"]["irq9"] = "800"  # 88 handler runs came another way: stock Xen's path
+    _, checks = evaluate.evaluate(s, rec, tmp_path, "tcg")
+    assert not next(c for c in checks if c["name"] == "natsume_took_every_interrupt")["ok"]
