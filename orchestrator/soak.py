@@ -3,7 +3,8 @@ hangs or fails, per variant, with a 95 % interval.
 
 Each run is a real `testbed run` in its own process (its own bundle under the soak bundle's
 runs/), interleaved over the variants (A B C A B C ...) so that a slow spell of the host is
-shared. With `--jobs 2` two runs boot at once, each worker on its own UDP ports (--set).
+shared. Each worker runs on its own UDP ports (--set), so a soak never meets a normal run on the
+scenario's own ports, and `--jobs 2` boots two runs at once.
 
 A run is classified from its manifest and its failure diagnostics (diagnose.py):
 - passed / measurement failed (exit 0 / 1);
@@ -86,8 +87,8 @@ def plan(scenarios, runs):
 def run_one(cmd_prefix, item, worker, runs_dir, logs_dir, ports, procs):
     index, name = item
     r = SoakRun(index, name, worker)
-    sets = [] if worker is None else [f"nics.measured.udp_port={ports[name][0] + PORT_STEP * (worker + 1)}",
-                                      f"nics.load.udp_port={ports[name][1] + PORT_STEP * (worker + 1)}"]
+    sets = [f"nics.measured.udp_port={ports[name][0] + PORT_STEP * (worker + 1)}",
+            f"nics.load.udp_port={ports[name][1] + PORT_STEP * (worker + 1)}"]
     argv = cmd_prefix + ["run", name, "--results", str(runs_dir)] + [a for s in sets for a in ("--set", s)]
     t0 = time.monotonic()
     with open(logs_dir / f"run-{index:03d}-{name}.log", "w") as log:
@@ -168,7 +169,7 @@ def soak(scenario_file, scenarios, ports, runs, jobs, results_dir, say, command,
                 if not todo or interrupted:
                     return
                 item = todo.pop(0)
-            r = run_one(cmd_prefix, item, w if jobs > 1 else None, runs_dir, logs_dir, ports, procs)
+            r = run_one(cmd_prefix, item, w, runs_dir, logs_dir, ports, procs)
             with lock:
                 done.append(r)
                 say(f"soak run {r.index + 1}/{meta['planned']} {r.scenario}: {r.kind} ({r.seconds:.0f} s)"
