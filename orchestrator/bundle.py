@@ -2,7 +2,8 @@
 
 The bundle is written under a hidden `.partial` name and renamed when
 complete, so a folder without the dot is always whole; a failed run is still
-finished (logs, stages, manifest with the failed stage) and renamed.
+finished (logs, stages, manifest with the failed stage) and renamed. Every finished bundle has
+its report.html; a report that cannot be built is logged in logs/, never a reason to lose a bundle.
 """
 
 import json
@@ -14,8 +15,10 @@ import subprocess
 import sys
 import tarfile
 import time
+import traceback
 from pathlib import Path
 
+from . import report_html
 from .machine import qemu_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,8 +61,23 @@ class Bundle:
             self.dir, self.config, self.logs, self.raw = (self.final, self.final / "config", self.final / "logs",
                                                           self.final / "raw")
 
+    def _write_report_html(self, manifest):
+        """report.html (a run's report.md too) from the files finish() just wrote. A failure is logged
+        in logs/report-html-error.txt instead of raised, and no stale page is left."""
+        error_log = self.logs / "report-html-error.txt"
+        try:
+            if "scenario" in manifest:  # a run or its reanalysis: report.md is written from its files
+                report_html.write(self.dir, strict=True)
+            else:  # a comparison or a soak wrote its own report.md, which write() would take for a run's
+                (self.dir / "report.html").write_text(report_html.build_html(self.dir))
+            error_log.unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001 - a report never costs a run its bundle
+            (self.dir / "report.html").unlink(missing_ok=True)
+            self.logs.mkdir(exist_ok=True)  # a comparison's bundle drops its empty logs/
+            error_log.write_text(traceback.format_exc())
+
     def finish(self, manifest, stages, reproducer, pack=True):
-        """Write manifest, stage table and reproducer; rename into place; pack the tarball
+        """Write manifest, stage table, reproducer and report.html; rename into place; pack the tarball
         (-> (folder, tarball or None)). It may be called again (a run interrupted by a signal
         finishes its bundle first, then again after the teardown): it then rewrites the files."""
         manifest = dict(manifest, run_id=self.run_id, finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -69,6 +87,7 @@ class Bundle:
         (self.dir / "stages.txt").write_text(stages.table())
         (self.dir / "reproducer.sh").write_text(reproducer)
         (self.dir / "reproducer.sh").chmod(0o755)
+        self._write_report_html(manifest)
         self._moved_into_place()
         if not pack:
             return self.final, None

@@ -7,7 +7,7 @@ bundle under runs/."""
 import json
 import time
 
-from . import analysis, breakdown, bundle, report, report_html, verdict
+from . import analysis, breakdown, bundle, report, verdict
 from .errors import EXIT_OK
 from .run import Outcome, run
 from .stages import StageResult, StageRunner
@@ -120,8 +120,7 @@ def write_report(comp, outcomes, folder):
          "path_verdicts": {PATH_VERDICT: {name: v.__dict__ for name, v in path_verdicts.items()}},
          "path_statistics": {PATH_VERDICT: path_results},
          "exit_codes": [[s.name, o.code] for s, o in outcomes]}, indent=2, default=list) + "\n")
-    report_html.write(folder)  # report.html beside report.md (never raises: a failure writes an error page)
-    return text
+    return text  # report.html follows in Bundle.finish, once the manifest is there
 
 
 def _verdicts(by_scenario, baseline, unit):

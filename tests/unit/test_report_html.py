@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 
 import pytest
 
@@ -15,8 +16,7 @@ from tests.unit import bundle_data as data
 
 @pytest.fixture(scope="module")
 def run_bundle(tmp_path_factory):
-    folder, _ = data.make_run(tmp_path_factory.mktemp("r"), pack=False)
-    report_html.write(folder, strict=True)
+    folder, _ = data.make_run(tmp_path_factory.mktemp("r"), pack=False)  # Bundle.finish writes report.html
     return folder
 
 
@@ -91,6 +91,23 @@ def test_a_failing_report_writes_an_error_page_instead_of_raising(tmp_path, monk
         report_html.write(folder, strict=True)
 
 
+def test_bundle_finish_packs_report_html_into_a_run_bundle(tmp_path):
+    folder, tar = data.make_run(tmp_path)
+    assert (folder / "report.html").is_file() and (folder / "report.md").is_file()
+    assert not (folder / "logs" / "report-html-error.txt").exists()
+    with tarfile.open(tar) as packed:
+        assert f"{folder.name}/report.html" in packed.getnames()
+
+
+def test_a_failing_report_writer_still_leaves_a_finished_bundle(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_html, "write", lambda folder, strict=False: 1 / 0)
+    folder, tar = data.make_run(tmp_path)
+    assert tar.exists() and not list(tmp_path.glob(".*.partial"))
+    assert json.loads((folder / "manifest.json").read_text())["run_id"] == folder.name
+    assert "ZeroDivisionError" in (folder / "logs" / "report-html-error.txt").read_text()
+    assert not (folder / "report.html").exists()  # no page rather than a stale one
+
+
 # ------------------------------------------------------------------ a real browser
 
 def _chromium():
@@ -150,7 +167,7 @@ def test_show_screenshot_keeps_report_png_in_the_bundle_or_beside_the_archive(tm
     assert cli.main(["show", str(folder), "--screenshot"]) == 0
     out = capsys.readouterr().out
     assert (folder / "report.html").exists() and (folder / "report.png").exists()
-    assert "no console messages" in out and "wrote report.html" in out
+    assert "no console messages" in out and "wrote report.html" not in out  # Bundle.finish wrote it
     assert cli.main(["show", str(tar), "--screenshot"]) == 0
     stem = tar.name.removesuffix(".tar.gz")
     assert (tar.parent / f"{stem}.report.png").exists() and (tar.parent / f"{stem}.report.html").exists()
