@@ -89,7 +89,8 @@ def run_one(cmd_prefix, item, worker, runs_dir, logs_dir, ports, procs):
     r = SoakRun(index, name, worker)
     sets = [f"nics.measured.udp_port={ports[name][0] + PORT_STEP * (worker + 1)}",
             f"nics.load.udp_port={ports[name][1] + PORT_STEP * (worker + 1)}"]
-    argv = cmd_prefix + ["run", name, "--results", str(runs_dir)] + [a for s in sets for a in ("--set", s)]
+    results = runs_dir / f"{index:03d}"  # the run's bundle is the one folder in it
+    argv = cmd_prefix + ["run", name, "--results", str(results)] + [a for s in sets for a in ("--set", s)]
     t0 = time.monotonic()
     with open(logs_dir / f"run-{index:03d}-{name}.log", "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -97,18 +98,10 @@ def run_one(cmd_prefix, item, worker, runs_dir, logs_dir, ports, procs):
         r.exit_code = proc.wait()
         procs.discard(proc)
     r.seconds = round(time.monotonic() - t0, 1)
-    found = _bundle_of(logs_dir / f"run-{index:03d}-{name}.log")
+    found = next((d for d in sorted(results.glob("*")) if (d / "manifest.json").exists()), None)
     r.bundle = str(found.relative_to(runs_dir.parent)) if found else None
     r.kind, r.failed_stage, r.error = classify(r.exit_code, found)
     return r
-
-
-def _bundle_of(log):
-    for line in reversed(_read(log).splitlines()):
-        if line.startswith("bundle: "):
-            path = Path(line.removeprefix("bundle: ").strip())
-            return path if (path / "manifest.json").exists() else None
-    return None
 
 
 def rates(runs, scenarios):
@@ -173,7 +166,7 @@ def soak(scenario_file, scenarios, ports, runs, jobs, results_dir, say, command,
             with lock:
                 done.append(r)
                 say(f"soak run {r.index + 1}/{meta['planned']} {r.scenario}: {r.kind} ({r.seconds:.0f} s)"
-                    + (f", stage {r.failed_stage}: {r.error}" if r.failed_stage else ""))
+                    + (f", stage {r.failed_stage}" if r.failed_stage else "") + (f": {r.error}" if r.error else ""))
                 _write(b, sorted(done, key=lambda x: x.index), scenarios, dict(meta, status="running",
                                                                             seconds=time.time() - b.started))
 
@@ -181,16 +174,13 @@ def soak(scenario_file, scenarios, ports, runs, jobs, results_dir, say, command,
     for t in threads:
         t.start()
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(1)
+        _wait_for(threads)
     except KeyboardInterrupt:
         interrupted = True
         say("soak interrupted: stopping the runs in progress (each finishes its bundle)")
         for p in list(procs):
             p.send_signal(signal.SIGTERM)
-        for t in threads:
-            t.join()
+        _wait_for(threads)
     done.sort(key=lambda x: x.index)
     table = rates(done, scenarios)
     status = "Interrupted" if interrupted else "Finished"
@@ -207,6 +197,13 @@ def soak(scenario_file, scenarios, ports, runs, jobs, results_dir, say, command,
                 "host": bundle.host_facts(), "git": bundle.git_state()}
     final, _ = b.finish(manifest, runner, _reproducer(command, b.run_id), pack=False)
     return code, final, table
+
+
+def _wait_for(threads):
+    # Not Thread.join(): a KeyboardInterrupt inside join() can leave a live thread reported as
+    # ended (CPython gh-90882), and the soak would finish its bundle under a run still writing.
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.2)
 
 
 def _write(b, done, scenarios, meta):
