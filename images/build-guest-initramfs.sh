@@ -4,7 +4,8 @@
 # A busybox-static initramfs for the PV guests (domUs): /init is
 # guest_agents/guest-init.sh, /bin/rtagent is guest_agents/rtagent.sh (the RT
 # guest's ftrace stamp agent), /bin/tsccal from guest_agents/tsccal.c (the TSC
-# calibration loop, compiled freestanding), busybox applets as symlinks, and only the kernel
+# calibration loop) and /bin/icsstorm from guest_agents/icsstorm.c (the interrupt
+# storm), both compiled freestanding, busybox applets as symlinks, and only the kernel
 # modules the guests need (xen-pcifront, e1000e, e1000, xen-netfront and their
 # dependencies; ptp/pps_core are built into Debian's kernel) from KERNEL_DIR
 # (an output of fetch-kernel.sh), with depmod -b.
@@ -25,6 +26,8 @@ RTAGENT_SRC=$REPO_DIR/guest_agents/rtagent.sh
 [ -f "$RTAGENT_SRC" ] || die "$RTAGENT_SRC missing"
 TSCCAL_SRC=$REPO_DIR/guest_agents/tsccal.c
 [ -f "$TSCCAL_SRC" ] || die "$TSCCAL_SRC missing"
+ICSSTORM_SRC=$REPO_DIR/guest_agents/icsstorm.c
+[ -f "$ICSSTORM_SRC" ] || die "$ICSSTORM_SRC missing"
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
 file -b "$BUSYBOX" | grep -q 'statically linked' || die "$BUSYBOX is not statically linked (install busybox-static)"
@@ -54,6 +57,8 @@ install -m 0755 "$RTAGENT_SRC" "$R/bin/rtagent"
 # Freestanding: no libc in the guest, and the loop's instructions are exactly what the source says.
 gcc -static -nostdlib -O2 -fno-stack-protector -fno-pie -no-pie -o "$R/bin/tsccal" "$TSCCAL_SRC" \
     || die "cannot compile $TSCCAL_SRC"
+gcc -static -nostdlib -O2 -fno-stack-protector -fno-pie -no-pie -o "$R/bin/icsstorm" "$ICSSTORM_SRC" \
+    || die "cannot compile $ICSSTORM_SRC"
 mknod -m 600 "$R/dev/console" c 5 1
 mknod -m 666 "$R/dev/null" c 1 3
 echo "root:x:0:0:root:/root:/bin/sh" >"$R/etc/passwd"
@@ -75,6 +80,7 @@ log "packing newc cpio + gzip -9"
     echo "guest-init.sh - $(sha256_of "$INIT_SRC")"
     echo "rtagent.sh - $(sha256_of "$RTAGENT_SRC")"
     echo "tsccal.c gcc-$(gcc -dumpfullversion) $(sha256_of "$TSCCAL_SRC")"
+    echo "icsstorm.c gcc-$(gcc -dumpfullversion) $(sha256_of "$ICSSTORM_SRC")"
     echo "kernel-release $KVER -"
     grep -E '^(linux-image|vmlinuz)' "$KDIR/versions.txt" | sed 's/^/kernel:/'
     (cd "$R/lib/modules/$KVER" && find . -name '*.ko*' | LC_ALL=C sort | while read -r f; do

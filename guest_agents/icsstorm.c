@@ -1,0 +1,114 @@
+/*
+ * icsstorm: make the RT guest's e1000e fire nonstop, from inside the guest.
+ *
+ *   icsstorm PHYS_HEX WRITES VALUE_HEX  ->  ICSSTORM writes=<n> ticks=<ticks>
+ *
+ * Writes VALUE (an interrupt cause, e.g. 0x00100000 = RXQ0) WRITES times to the
+ * 32-bit register at physical address PHYS (the device's ICS, BAR0 + 0xC8):
+ * each write asks the device for an interrupt, which the guest's own handler
+ * takes in between.  This is the storm a misbehaving guest can make; the run
+ * checks the RT pCPU still answers afterwards.  Needs /dev/mem access to the
+ * BAR (the guest boots with iomem=relaxed for that).
+ *
+ * Freestanding (no libc): a static binary of a few kB for the busybox initramfs.
+ */
+typedef unsigned long u64;
+typedef unsigned int u32;
+
+static inline u64 tsc(void)
+{
+    unsigned int lo, hi;
+    __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi) :: "memory");
+    return ((u64)hi << 32) | lo;
+}
+
+static long sys6(long nr, long a, long b, long c, long d, long e, long f)
+{
+    long ret;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+static u64 parse(const char *s, u64 base)
+{
+    u64 v = 0;
+    if (base == 16 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+        s += 2;
+    for (;; s++) {
+        u64 d;
+        if (*s >= '0' && *s <= '9')
+            d = (u64)(*s - '0');
+        else if (base == 16 && *s >= 'a' && *s <= 'f')
+            d = (u64)(*s - 'a' + 10);
+        else if (base == 16 && *s >= 'A' && *s <= 'F')
+            d = (u64)(*s - 'A' + 10);
+        else
+            return v;
+        v = v * base + d;
+    }
+}
+
+static char *put_num(char *p, u64 v)
+{
+    char buf[24];
+    int i = 0;
+    do { buf[i++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (i)
+        *p++ = buf[--i];
+    return p;
+}
+
+static char *put_str(char *p, const char *s)
+{
+    while (*s)
+        *p++ = *s++;
+    return p;
+}
+
+static void __attribute__((noreturn)) fail(const char *what, long err)
+{
+    char out[128], *p = out;
+    p = put_str(p, "ICSSTORM-ERROR ");
+    p = put_str(p, what);
+    p = put_str(p, " errno=");
+    p = put_num(p, (u64)-err);
+    p = put_str(p, "\n");
+    sys6(1, 1, (long)out, p - out, 0, 0, 0);
+    sys6(60, 2, 0, 0, 0, 0, 0);
+    __builtin_unreachable();
+}
+
+void __attribute__((noreturn, used)) icsstorm_main(long argc, char **argv)
+{
+    char out[128], *p = out;
+    if (argc != 4)
+        fail("usage: icsstorm PHYS_HEX WRITES VALUE_HEX", -22);
+    u64 phys = parse(argv[1], 16), writes = parse(argv[2], 10);
+    u32 value = (u32)parse(argv[3], 16);
+    long fd = sys6(2, (long)"/dev/mem", 02 | 04010000 /* O_RDWR | O_SYNC */, 0, 0, 0, 0);
+    if (fd < 0)
+        fail("open /dev/mem", fd);
+    long map = sys6(9, 0, 4096, 3 /* PROT_READ | PROT_WRITE */, 1 /* MAP_SHARED */, fd, (long)(phys & ~0xfffUL));
+    if (map < 0 && map > -4096)
+        fail("mmap", map);
+    volatile u32 *reg = (volatile u32 *)(map + (long)(phys & 0xfff));
+    u64 t0 = tsc();
+    for (u64 i = 0; i < writes; i++)
+        *reg = value;
+    u64 t1 = tsc();
+    p = put_str(p, "ICSSTORM writes=");
+    p = put_num(p, writes);
+    p = put_str(p, " ticks=");
+    p = put_num(p, t1 - t0);
+    p = put_str(p, "\n");
+    sys6(1, 1, (long)out, p - out, 0, 0, 0);
+    sys6(60, 0, 0, 0, 0, 0, 0);
+    __builtin_unreachable();
+}
+
+/* The kernel starts us with argc at (%rsp), argv after it. */
+__asm__(".globl _start\n_start:\n\tmov (%rsp), %rdi\n\tlea 8(%rsp), %rsi\n\tand $-16, %rsp\n\tcall icsstorm_main\n");
