@@ -98,6 +98,8 @@ def xl_config(s, role):
             extra += " testbed.busy_loop=1"
         if guest.interrupt_throttle_rate is not None:
             extra += f" testbed.e1000e_itr={guest.interrupt_throttle_rate}"
+        if s.measurement.storm_ics_writes:
+            extra += " iomem=relaxed"  # icsstorm maps the e1000e's BAR through /dev/mem, which the driver holds
     else:
         cpus = ",".join(str(c) for c in guest.pcpus)
         pci, vif = [], f"mac={LOAD_VIF_MAC},bridge={BRIDGE}"

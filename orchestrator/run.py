@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from rich.markup import escape
 
-from . import boot, bundle, cpio, diagnose, evaluate, images, measure, render, report
+from . import boot, bundle, cpio, diagnose, evaluate, images, measure, render, report, storm
 from .agent import GuestAgent
 from .console import SerialConsole
 from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, StageError
@@ -181,6 +181,10 @@ def _load_guest(r, timeout):
     return boot.load_guest(r.agent, r.s, timeout)
 
 
+def _storm(r, timeout):
+    return storm.storm(r.agent, r.s, r.bundle.raw, measure.tsc_khz(r.agent), timeout)
+
+
 def _measure(r, _timeout):
     r.records = measure.measure(r.agent, r.s, r.bundle.raw, r.say)
     return f"traffic sent: {_traffic_line(r.records.traffic)}"
@@ -216,6 +220,10 @@ def _measuring(s):
     return s.measurement.enabled
 
 
+def _storming(s):
+    return s.measurement.enabled and s.measurement.storm_ics_writes > 0
+
+
 STAGES = (
     Stage("ports", "the scenario's UDP ports claimed for this run alone (a second run on them refuses)", None,
           _ports),
@@ -229,6 +237,8 @@ STAGES = (
     Stage("natsume_option", "Xen's log accepting the natsume= option", "toolstack", _natsume_option, when=_natsume),
     Stage("rt_guest", "the RT guest up with the measured NIC bound to its e1000e driver", "rt_guest", _rt_guest),
     Stage("load_guest", "the load guest up with its bridged network", "load_guest", _load_guest),
+    Stage("storm", "the RT guest's own interrupt storm, then its console and dom0 answering", "storm", _storm,
+          when=_storming),
     Stage("measure", "traffic sent and the records copied off (dump bounded by timeouts.dump)", "dump", _measure,
           when=_measuring),
     Stage("evaluate", "samples, statistics and checks from the raw records", None, _evaluate, when=_measuring),

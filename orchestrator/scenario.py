@@ -140,6 +140,7 @@ class Timeouts:
     shutdown: int = field(metadata=spec(min=1, max=3600))
     iommu: int = field(metadata=spec(min=1, max=3600, doc="from Xen's banner to its IOMMU lines and dom0 build"))
     dump: int = field(metadata=spec(min=1, max=36000, doc="copying the RT guest's records off it after the traffic"))
+    storm: int = field(metadata=spec(min=1, max=36000, doc="the RT guest's interrupt storm and its answer afterwards"))
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,9 @@ class Measurement:
     max_unpaired_pct: float = field(metadata=spec(min=0, max=100))
     guest_upcall_stamp: bool = field(metadata=spec())
     stamping: bool = field(metadata=spec(doc="false: traffic and counters only (to measure the probes' cost)"))
+    storm_ics_writes: int = field(metadata=spec(
+        min=0, max=100000000, doc="before the bursts, the RT guest writes its e1000e's ICS this often (an interrupt "
+                                  "storm it makes itself); the RT pCPU must answer afterwards. 0: no storm"))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,70 @@
+"""The storm stage: the RT guest makes its own e1000e fire nonstop, as a misbehaving guest could
+(`measurement.storm_ics_writes` writes of the RXQ0 cause to the device's ICS, by
+guest_agents/icsstorm.c), then the RT pCPU must still answer: the RT guest's console and dom0.
+
+Stock Xen masks an IRQ that fires more than 10,000 times in 10 ms (irq_ratelimit_threshold);
+Natsume's fast path keeps that check. raw/storm.json records what the storm achieved in the
+same unit, interrupts per 10 ms of guest time, so a reader sees whether the limiter was reached.
+"""
+
+import json
+import re
+import time
+
+from .deadline import Deadline
+from .measure import GuestConsole, MeasureError, guest_counters, natsume_counters
+
+ICS_OFFSET = 0xC8  # e1000e Interrupt Cause Set, in BAR0
+RXQ0_CAUSE = 0x00100000  # the cause the RT guest's rx vector serves
+XEN_RATELIMIT_IRQS = 10_000  # per 10 ms: Xen's irq_ratelimit_threshold default
+WINDOW_MS = 10
+STORM_FILE = "storm.json"
+
+# The e1000e's BAR0 from the RT guest's sysfs (the PV guest sees the machine address), then the writes.
+GUEST_COMMAND = ("d=$(ls -d /sys/bus/pci/drivers/e1000e/0000:* | head -n1); set -- $(head -n1 $d/resource); "
+                 "icsstorm $(printf %x $(( $1 + {offset} ))) {writes} {value:x}")
+
+
+def irq_total(counters):
+    """Interrupts of the RT guest's e1000e lines in an `rtagent counters` dict (keys irqN)."""
+    return sum(int(v) for k, v in counters.items() if k.startswith("irq") and v.isdigit())
+
+
+def parse_storm(text):
+    """-> (writes, ticks) from icsstorm's line, or MeasureError with what it printed."""
+    m = re.search(r"^ICSSTORM writes=(\d+) ticks=(\d+)", text, re.M)
+    if not m:
+        raise MeasureError(f"the RT guest's icsstorm printed no result:\n{text[-500:]}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def summarize(writes, ticks, irqs, tsc_khz, answered_s):
+    """What the storm achieved, in the limiter's own unit (interrupts per 10 ms of guest time)."""
+    window_ticks = tsc_khz * WINDOW_MS
+    per_window = irqs * window_ticks / ticks if ticks else 0.0
+    return {"writes": writes, "ticks": ticks, "interrupts": irqs, "tsc_khz": tsc_khz,
+            "interrupts_per_10ms": round(per_window, 1), "xen_ratelimit_per_10ms": XEN_RATELIMIT_IRQS,
+            "reached_ratelimit": per_window >= XEN_RATELIMIT_IRQS, "answered_after_s": round(answered_s, 2)}
+
+
+def storm(agent, s, raw_dir, tsc_khz, timeout):
+    """Run the storm, prove the RT guest and dom0 answer after it; -> the stage's detail line."""
+    d = Deadline(timeout)
+    rt = GuestConsole(agent, s.rt_guest.name)
+    before = irq_total(guest_counters(rt))
+    cmd = GUEST_COMMAND.format(offset=ICS_OFFSET, writes=s.measurement.storm_ics_writes, value=RXQ0_CAUSE)
+    out = rt.command(cmd, r"^ICSSTORM(-ERROR)? ", d.left)
+    writes, ticks = parse_storm(out)
+    t0 = time.monotonic()
+    rt.command("echo STORM-ANSWERED", r"^STORM-ANSWERED", d.slice(120))  # the RT pCPU is not livelocked
+    answered = time.monotonic() - t0
+    irqs = irq_total(guest_counters(rt)) - before
+    agent.run("xl list", timeout=d.slice(60), check=True)  # nor is dom0
+    result = summarize(writes, ticks, irqs, tsc_khz, answered)
+    if s.hypervisor.variant == "natsume":
+        fast, dropped = natsume_counters(agent, raw_dir / "natsume-counters-storm.txt")
+        result["natsume"] = {"fast_path_irqs": fast, **dropped}
+    (raw_dir / STORM_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return (f"{writes} ICS writes in {ticks} ticks -> {irqs} interrupts "
+            f"({result['interrupts_per_10ms']:.0f} per 10 ms; Xen's limiter: {XEN_RATELIMIT_IRQS}); "
+            f"the RT guest answered {answered:.1f} s later, dom0 too")

@@ -1,0 +1,39 @@
+"""The storm stage's parsing and arithmetic, and where it sits in a run's plan."""
+
+import pytest
+
+from orchestrator import render, run, scenario, storm
+from orchestrator.measure import MeasureError
+from tests.conftest import ROOT
+
+
+def test_parse_storm_reads_icsstorm_line():
+    assert storm.parse_storm("junk\nICSSTORM writes=1000000 ticks=123456789\n$ ") == (1000000, 123456789)
+
+
+def test_parse_storm_error_carries_what_the_guest_printed():
+    with pytest.raises(MeasureError, match="open /dev/mem errno=1"):
+        storm.parse_storm("ICSSTORM-ERROR open /dev/mem errno=1\n")
+
+
+def test_irq_total_sums_only_the_irq_lines():
+    assert storm.irq_total({"if": "eth0", "rx_packets": "99", "irq60": "10", "irq61": "5", "irq62": "NA"}) == 15
+
+
+def test_summarize_in_the_limiter_unit():
+    # 2,000 interrupts in 20 M ticks at 1 GHz = 20 ms: 1,000 per 10 ms, far below Xen's 10,000
+    result = storm.summarize(writes=10**6, ticks=20_000_000, irqs=2000, tsc_khz=1_000_000, answered_s=1.234)
+    assert result["interrupts_per_10ms"] == 1000.0
+    assert result["reached_ratelimit"] is False
+    assert result["answered_after_s"] == 1.23
+    assert storm.summarize(1, 0, 0, 1_000_000, 0)["interrupts_per_10ms"] == 0.0
+
+
+def test_storm_stage_planned_only_with_writes_and_guest_may_map_the_bar():
+    quiet = scenario.load(ROOT / "testbed.yaml", "soak-stock")
+    stormy = scenario.load(ROOT / "testbed.yaml", "storm-stock")
+    assert "storm" not in run.stage_names(quiet)
+    names = run.stage_names(stormy)
+    assert names.index("load_guest") < names.index("storm") < names.index("measure")
+    assert "iomem=relaxed" in render.xl_config(stormy, "rt")
+    assert "iomem=relaxed" not in render.xl_config(quiet, "rt")
