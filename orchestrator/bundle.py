@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from . import report_html
+from .errors import ResultsFolderError
 from .machine import qemu_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,27 @@ def utc_stamp():
 # The part of summary.json a manifest repeats (a run's and a reanalysis's alike).
 SUMMARY_IN_MANIFEST = ("timing", "calibration", "paired", "unpaired_pct", "latency_ticks", "latency_ns", "paths",
                        "absorbed")
+
+# What a run's bundle and its tarball may take: a long measurement's xentrace.bin and guest dump are
+# tens of MB (20 bursts: about 5 MB), so a folder with less than this refuses before QEMU starts.
+RESULTS_MIN_FREE_MB = 200
+
+
+def check_results_folder(results_dir, need_mb=RESULTS_MIN_FREE_MB):
+    """Refuse a results folder that cannot take a bundle, before anything is written or booted."""
+    results_dir = Path(results_dir)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        st = os.statvfs(results_dir)
+    except OSError as exc:
+        raise ResultsFolderError(f"results folder {results_dir}: {exc.strerror or exc}") from None
+    if not os.access(results_dir, os.W_OK | os.X_OK):
+        raise ResultsFolderError(f"results folder {results_dir}: not writable by this user")
+    free_mb = st.f_bavail * st.f_frsize / 2**20
+    if free_mb < need_mb:
+        raise ResultsFolderError(f"results folder {results_dir}: {free_mb:.1f} MB free, a run needs {need_mb} MB "
+                                 f"for its bundle and tarball (choose another with --results, or free space)")
+
 
 class Bundle:
     def __init__(self, results_dir, scenario_name):
@@ -130,13 +152,14 @@ def git_state():
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
-def reproducer(scenario_name, run_id, commit, sets=()):
+def reproducer(scenario_name, run_id, commit, sets=(), point=None):
     """A script that reruns this scenario from the same commit with the bundled scenario file
-    (and the run's --set overrides)."""
+    (and the run's --set overrides; for one point of a comparison's sweep, --point)."""
     command = f"make testbed run SCENARIO={shlex.quote(scenario_name)} TESTBED_FILE=\"$BUNDLE/config/testbed.yaml\""
-    if sets:
+    if sets or point:
         command = (f"make testbed && .venv/bin/python -m orchestrator --file \"$BUNDLE/config/testbed.yaml\" run "
-                   + " ".join([shlex.quote(scenario_name)] + [f"--set {shlex.quote(p)}" for p in sets]))
+                   + " ".join([shlex.quote(scenario_name)] + [f"--set {shlex.quote(p)}" for p in sets]
+                              + ([f"--point {shlex.quote(point)}"] if point else [])))
     return f"""#!/bin/sh
 # Reproduce run {run_id}.
 # Run from a clone of natsume-testbed; it checks out the commit this run used

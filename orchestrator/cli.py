@@ -57,7 +57,7 @@ def _planned_paths(s, folder):
 
     folder = Path(folder).resolve()
     paths = Workdir(folder).paths(imgs, folder / "console.log", folder / "share")
-    for sock in (paths.serial_socket, paths.qmp_socket, paths.qga_socket):
+    for sock in (paths.serial_socket, paths.qmp_socket, paths.qga_socket, paths.monitor_socket):
         if len(sock.encode()) > UNIX_PATH_MAX:
             raise TestbedError(f"{sock}: {len(sock.encode())} bytes, longer than a unix socket path may be "
                                f"({UNIX_PATH_MAX}): choose a shorter folder")
@@ -165,6 +165,9 @@ def cmd_run(args):
         target = _with_accel(target, args.accel)
     if isinstance(target, scenario.Comparison):
         return _run_comparison(args, target)
+    if args.point is not None:
+        raise TestbedError(f"--point {args.point}: {target.name} is a scenario; --point picks one point of a "
+                           "comparison's sweep")
     s = target
     # SIGTERM (CI cancelling, `kill`) ends the run like Ctrl-C: QEMU stopped, bundle finished.
     _handle_signals()
@@ -215,18 +218,44 @@ def cmd_soak(args):
 
 
 def _run_comparison(args, comp):
+    """A comparison; with a sweep, one comparison (and bundle) per point, its overrides as --set."""
+    _handle_signals()
+    points = comp.points()
+    if args.point is not None:
+        chosen = [p for p in points if p["label"] == args.point]
+        if not chosen:
+            raise TestbedError(f"--point {args.point}: comparison {comp.name} has "
+                               + (f"the points {', '.join(p['label'] for p in points)}" if comp.sweep else "no sweep"))
+        points = chosen
+    if not comp.sweep:
+        return _run_one_comparison(args, comp, args.sets).code
+    codes = []
+    for i, point in enumerate(points, 1):
+        out.rule(f"sweep of {comp.name}: point {i}/{len(points)}: {point['label']} ({', '.join(point['sets'])})")
+        one = scenario.load_target(args.file, comp.name, [*args.sets, *point["sets"]])
+        if args.accel:
+            one = _with_accel(one, args.accel)
+        one = dataclasses.replace(one, name=f"{comp.name}-{point['label']}", sweep=None, source=comp.name,
+                                  point=point["label"])
+        outcome = _run_one_comparison(args, one, [*args.sets, *point["sets"]])
+        codes.append(outcome.code)
+        if outcome.interrupted:
+            break
+    return max(codes)
+
+
+def _run_one_comparison(args, comp, sets):
     from .compare import run_comparison
 
-    _handle_signals()
     out.rule(f"natsume-testbed: comparison {comp.name} ({', '.join(s.name for s in comp.scenarios)})")
     out.print(comp.description, markup=False)
-    outcome = run_comparison(args.file, comp, args.results, out.print)
+    outcome = run_comparison(args.file, comp, args.results, out.print, sets=sets, user_sets=args.sets)
     for s, o in outcome.runs:
         out.rule(f"{s.name}: exit {o.code}")
         _print_measurement(o.bundle)
     out.print(Markdown(outcome.report))
     out.print(f"bundle: {outcome.bundle}\narchive: {outcome.archive}\nexit code: {outcome.code}", markup=False)
-    return outcome.code
+    return outcome
 
 
 def _print_measurement(bundle_dir):
@@ -268,6 +297,8 @@ def build_parser():
     sp.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD.PATH=VALUE",
                     help="override one scenario field for this run (repeatable), e.g. nics.measured.udp_port=40110; "
                          "kept in the manifest and the reproducer")
+    sp.add_argument("--point", metavar="LABEL", help="of a comparison with a sweep: run only this point "
+                                                     "(its label, as in `testbed matrix`)")
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("soak", help="boot scenarios N times each; hang and failure rates with 95 % intervals")
     sp.add_argument("scenarios", nargs="*", help="scenario names (default: soak-stock soak-natsume "

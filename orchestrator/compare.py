@@ -16,8 +16,11 @@ VERDICT_STATS = ("median", "mean", "p99")  # the statistics with a CI; the verdi
 PATH_VERDICT = "running"  # a second verdict on this path class alone (breakdown.PATHS)
 
 
-def run_comparison(scenario_file, comp, results_dir, say):
-    """Every run of the schedule, then the report; -> Outcome (its `runs` holds each run's Outcome)."""
+def run_comparison(scenario_file, comp, results_dir, say, sets=(), user_sets=()):
+    """Every run of the schedule, then the report; -> Outcome (its `runs` holds each run's Outcome).
+    `sets` are the --set overrides already in comp's scenarios (a sweep point's included), kept in
+    each run's manifest and reproducer; `user_sets` those of the command line alone."""
+    bundle.check_results_folder(results_dir)
     b = bundle.Bundle(results_dir, comp.name)
     bundle.copy_into(scenario_file, b.config, "testbed.yaml")
     runner = StageRunner(report=lambda r: None)
@@ -27,7 +30,7 @@ def run_comparison(scenario_file, comp, results_dir, say):
     for i, (repeat, s) in enumerate(schedule, start=1):
         say(f"[bold]── {comp.name}: run {i}/{len(schedule)}: scenario {s.name}, repeat {repeat}/{comp.repeats}[/bold]")
         t0 = time.monotonic()
-        outcome = run(scenario_file, s, b.dir / "runs", say, pack=False)
+        outcome = run(scenario_file, s, b.dir / "runs", say, pack=False, sets=sets)
         outcomes.append((s, outcome))
         status = "passed" if outcome.code == EXIT_OK else "failed"
         runner.results.append(StageResult(f"run:{s.name}#{repeat}", status, time.monotonic() - t0,
@@ -39,13 +42,18 @@ def run_comparison(scenario_file, comp, results_dir, say):
     text = write_report(comp, outcomes, b.dir)
     code = max(o.code for _, o in outcomes)
     manifest = {"comparison": comp.name, "description": comp.description, "repeats": comp.repeats,
+                "overrides": list(sets),
                 "exit_code": code, "status": "passed" if code == EXIT_OK else "failed", "git": bundle.git_state(),
                 "host": bundle.host_facts(),
                 "runs": [{"scenario": s.name, "exit_code": o.code, "bundle": f"runs/{o.bundle.name}"}
                          for s, o in outcomes]}
     report.junit(b.dir / "junit.xml", f"testbed.{comp.name}", runner.results,
                  [c for _, o in outcomes for c in (o.checks or [])])
-    final, tar = b.finish(manifest, runner, bundle.reproducer(comp.name, b.run_id, manifest["git"]["commit"]))
+    if comp.point:  # a sweep point: rerun as its comparison's --point, the user's own --set only
+        manifest.update(sweep_of=comp.source, point=comp.point, overrides=list(user_sets))
+    final, tar = b.finish(manifest, runner, bundle.reproducer(comp.source or comp.name, b.run_id,
+                                                            manifest["git"]["commit"], manifest["overrides"],
+                                                            point=comp.point or None))
     for _, o in outcomes:  # the runs moved with the comparison's folder when it was renamed into place
         o.bundle = final / "runs" / o.bundle.name
     checks = [c for _, o in outcomes for c in (o.checks or [])]

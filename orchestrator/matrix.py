@@ -10,9 +10,10 @@ the one list of what CI runs. One entry is one `testbed run` of one scenario: a 
     variant   its hypervisor variant (stock | natsume)
     images    the image set to build, `testbed images --variant <images>` (and the cache it uses)
     repeat    1..repeats
+    sets      `testbed run --set` texts of the entry (a sweep point's overrides; else empty)
 
-A sweep (see `expand_sweep`; testbed.yaml cannot declare one yet) adds `point` (its label) and
-`overrides` ({dotted field: value}) to the entries of each of its points.
+A comparison's `sweep:` (see `expand_sweep`) adds `point` (its label) and `overrides` ({dotted field:
+value}; the same as `sets`, which the workflow passes on) to the entries of each of its points.
 """
 
 import dataclasses
@@ -141,7 +142,7 @@ def expand_sweep(sweep, where="sweep"):
 
 def entries(target, sweep=None, where="matrix"):
     """The matrix entries of a scenario or a comparison (and, for a comparison, its sweep: the
-    `sweep` argument, else the comparison's own `sweep` attribute once scenario.py has one)."""
+    `sweep` argument, else the comparison's own `sweep:`)."""
     if isinstance(target, scenario.Comparison):
         runs = target.schedule()
         if sweep is None:
@@ -159,7 +160,8 @@ def entries(target, sweep=None, where="matrix"):
                 n += 1
                 name = f"{base}-{n}"
             names.add(name)
-            entry = {"name": name, "scenario": s.name, "variant": variant, "images": variant, "repeat": repeat}
+            entry = {"name": name, "scenario": s.name, "variant": variant, "images": variant, "repeat": repeat,
+                     "sets": [f"{k}={json.dumps(v)}" for k, v in point["overrides"].items()]}
             if point["label"]:
                 entry.update(point=point["label"], overrides=dict(point["overrides"]))
             out.append(entry)
@@ -176,8 +178,9 @@ def matrix(target, sweep=None, where="matrix"):
 
 def cmd(args):
     """`testbed matrix [NAME] [--github-output FILE]`: the matrix as one line of JSON on stdout;
-    with --github-output also `matrix=`, `target=`, `kind=` and `baseline=` (the scenario the
-    others are compared with, for `testbed compare --baseline`) lines appended to FILE."""
+    with --github-output also `matrix=`, `target=`, `kind=`, `baseline=` (the scenario the
+    others are compared with, for `testbed compare --baseline`) and `points=` (the sweep's point
+    labels as JSON; `[""]` without a sweep) lines appended to FILE."""
     target = scenario.load_target(args.file, args.target)
     text = json.dumps(matrix(target, where=str(args.file)), separators=(",", ":"))
     print(text)
@@ -185,5 +188,6 @@ def cmd(args):
         comparison = isinstance(target, scenario.Comparison)
         kind, baseline = ("comparison", target.scenarios[0].name) if comparison else ("scenario", target.name)
         with open(args.github_output, "a", encoding="utf-8") as f:
-            f.write(f"matrix={text}\ntarget={target.name}\nkind={kind}\nbaseline={baseline}\n")
+            points = json.dumps([p["label"] for p in expand_sweep(getattr(target, "sweep", None))])
+            f.write(f"matrix={text}\ntarget={target.name}\nkind={kind}\nbaseline={baseline}\npoints={points}\n")
     return EXIT_OK

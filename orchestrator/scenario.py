@@ -5,6 +5,7 @@ what is allowed; all problems are reported at once.
 
 import dataclasses
 import difflib
+import json
 import math
 import re
 import reprlib
@@ -345,6 +346,17 @@ class Comparison:
     description: str
     scenarios: tuple  # of Scenario
     repeats: int = 1
+    sweep: Optional[dict] = None  # {dotted field: [values]}: the comparison once per combination
+    source: str = ""  # a sweep point's comparison: the comparison of testbed.yaml it is a point of
+    point: str = ""  # ... and the point's label (its name is <source>-<point>)
+
+    def points(self):
+        """The sweep's points: [{"label", "overrides", "sets"}], `sets` as --set FIELD=VALUE
+        texts (values in JSON, which YAML reads back as they were); no sweep: one point, no sets."""
+        from .matrix import expand_sweep
+
+        return [dict(p, sets=[f"{k}={json.dumps(v)}" for k, v in p["overrides"].items()])
+                for p in expand_sweep(self.sweep)]
 
     def schedule(self):
         """[(repeat number from 1, scenario), ...] in run order."""
@@ -361,7 +373,17 @@ def resolve_comparison(doc, name, override=None):
     if not isinstance(raw, SourcedDict):
         raise ScenarioError([Problem(comps.where(name), path, "expected a mapping with 'scenarios'")])
     problems = []
-    _check_keys(raw, path, {"description", "scenarios", "repeats"}, problems)
+    _check_keys(raw, path, {"description", "scenarios", "repeats", "sweep"}, problems)
+    sweep = raw.get("sweep")
+    if sweep is not None:
+        from .matrix import expand_sweep
+
+        try:
+            expand_sweep(sweep, where=raw.where("sweep"))
+        except ScenarioError as exc:
+            problems.extend(Problem(pr.where, f"{path}.{pr.path}", pr.message) for pr in exc.problems)
+        if isinstance(sweep, dict):  # plain values: the sweep goes into matrices and manifests as JSON
+            sweep = {str(k): list(v) if isinstance(v, list) else v for k, v in sweep.items()}
     repeats = raw.get("repeats", 1)
     if not isinstance(repeats, int) or isinstance(repeats, bool) or not 1 <= repeats <= 50:
         problems.append(Problem(raw.where("repeats") if "repeats" in raw else raw.where(), f"{path}.repeats",
@@ -392,7 +414,7 @@ def resolve_comparison(doc, name, override=None):
                                         f"{scenarios[0].name!r}: compared runs need identical traffic and load"))
     if problems:
         raise ScenarioError(problems)
-    return Comparison(name, str(raw.get("description", "")), tuple(scenarios), repeats)
+    return Comparison(name, str(raw.get("description", "")), tuple(scenarios), repeats, sweep)
 
 
 def unknown_name(doc, name):

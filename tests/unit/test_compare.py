@@ -138,7 +138,7 @@ def test_an_interrupted_run_stops_the_comparison(tmp_path, monkeypatch):
     comp = _two(s)
     started = []
 
-    def fake_run(file, sc, results, say, pack=True):
+    def fake_run(file, sc, results, say, pack=True, sets=()):
         started.append(sc.name)
         folder = results / f"{sc.name}-{len(started)}"
         folder.mkdir(parents=True)

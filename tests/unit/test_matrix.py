@@ -11,7 +11,7 @@ from orchestrator.errors import ScenarioError
 from tests.conftest import ROOT
 
 TESTBED = ROOT / "testbed.yaml"
-KEYS = {"name", "scenario", "variant", "images", "repeat"}
+KEYS = {"name", "scenario", "variant", "images", "repeat", "sets"}
 
 
 def run_matrix(capsys, *args):
@@ -49,10 +49,10 @@ def test_comparison_with_repeats_2(capsys, tmp_path):
     code, out = run_matrix(capsys, path, "ci-two")
     assert code == 0, out.err
     assert json.loads(out.out) == {"include": [
-        {"name": "iso-stock-r1", "scenario": "iso-stock", "variant": "stock", "images": "stock", "repeat": 1},
-        {"name": "iso-natsume-r1", "scenario": "iso-natsume", "variant": "natsume", "images": "natsume", "repeat": 1},
-        {"name": "iso-stock-r2", "scenario": "iso-stock", "variant": "stock", "images": "stock", "repeat": 2},
-        {"name": "iso-natsume-r2", "scenario": "iso-natsume", "variant": "natsume", "images": "natsume", "repeat": 2},
+        {"name": "iso-stock-r1", "scenario": "iso-stock", "variant": "stock", "images": "stock", "repeat": 1, "sets": []},
+        {"name": "iso-natsume-r1", "scenario": "iso-natsume", "variant": "natsume", "images": "natsume", "repeat": 1, "sets": []},
+        {"name": "iso-stock-r2", "scenario": "iso-stock", "variant": "stock", "images": "stock", "repeat": 2, "sets": []},
+        {"name": "iso-natsume-r2", "scenario": "iso-natsume", "variant": "natsume", "images": "natsume", "repeat": 2, "sets": []},
     ]}
 
 
@@ -66,7 +66,7 @@ def test_plain_scenario_is_one_entry(capsys):
     code, out = run_matrix(capsys, TESTBED, "boot-stock")
     assert code == 0, out.err
     assert json.loads(out.out) == {"include": [
-        {"name": "boot-stock-r1", "scenario": "boot-stock", "variant": "stock", "images": "stock", "repeat": 1}]}
+        {"name": "boot-stock-r1", "scenario": "boot-stock", "variant": "stock", "images": "stock", "repeat": 1, "sets": []}]}
     code, out = run_matrix(capsys, TESTBED, "iso-natsume")
     assert [(e["variant"], e["images"]) for e in json.loads(out.out)["include"]] == [("natsume", "natsume")]
 
@@ -79,9 +79,10 @@ def test_github_output_lines(capsys, tmp_path):
     lines = gh.read_text().splitlines()
     baseline = scenario.load_target(TESTBED, "isolated").scenarios[0].name
     assert lines == ["earlier=1", f"matrix={out.out.strip()}", "target=isolated", "kind=comparison",
-                     f"baseline={baseline}"]
+                     f"baseline={baseline}", 'points=[""]']
     code, out = run_matrix(capsys, TESTBED, "boot-stock", "--github-output", str(gh))
-    assert gh.read_text().splitlines()[-3:] == ["target=boot-stock", "kind=scenario", "baseline=boot-stock"]
+    assert gh.read_text().splitlines()[-4:] == ["target=boot-stock", "kind=scenario", "baseline=boot-stock",
+                                                'points=[""]']
 
 
 def test_unknown_name_exit_2_clear_message():
@@ -119,7 +120,8 @@ def test_sweep_entries_load_rate_times_variant():
     assert first == {"name": f"{comp.scenarios[0].name}-load-rate-pps-5000-variant-stock-r1",
                      "scenario": comp.scenarios[0].name, "variant": "stock", "images": "stock", "repeat": 1,
                      "point": "load-rate-pps-5000-variant-stock",
-                     "overrides": {"measurement.load_rate_pps": 5000, "hypervisor.variant": "stock"}}
+                     "overrides": {"measurement.load_rate_pps": 5000, "hypervisor.variant": "stock"},
+                     "sets": ["measurement.load_rate_pps=5000", 'hypervisor.variant="stock"']}
     # a swept variant decides which images the entry builds, whatever the scenario says
     assert {e["images"] for e in got if e["point"].endswith("variant-natsume")} == {"natsume"}
     assert len({e["name"] for e in got}) == len(got)

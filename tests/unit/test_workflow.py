@@ -132,11 +132,11 @@ def test_cache_keys_hash_the_inputs_of_their_variant(wf):
 def test_compare_writes_the_report_to_the_summary_and_keeps_it(wf):
     steps = wf["jobs"]["compare"]["steps"]
     runs = "\n".join(s.get("run", "") for s in steps)
-    assert "-m orchestrator compare" in runs and '--baseline "$BASELINE"' in runs and "--out comparison" in runs
+    assert "-m orchestrator compare" in runs and '--baseline "$BASELINE"' in runs and '--out "comparison/' in runs
     env = next(s["env"] for s in steps if "-m orchestrator compare" in s.get("run", ""))
     assert env["BASELINE"] == "${{ needs.plan.outputs.baseline }}"
-    assert '"$GITHUB_STEP_SUMMARY"' in runs and "comparison/*/report.md" in runs
-    assert any(s.get("uses", "").startswith("actions/upload-artifact") and s["with"]["path"] == "comparison/*.tar.gz"
+    assert '"$GITHUB_STEP_SUMMARY"' in runs and "comparison/*/*/report.md" in runs
+    assert any(s.get("uses", "").startswith("actions/upload-artifact") and s["with"]["path"] == "comparison/*/*.tar.gz"
                for s in steps)
 
 
