@@ -46,6 +46,10 @@ class MachineError(TestbedError):
         super().__init__(text)
 
 
+class ResultsFolderError(TestbedError):
+    """The results folder cannot take a bundle (missing rights, too little space); nothing was run."""
+
+
 class StageError(TestbedError):
     """A boot stage did not reach its expected state in time."""
 

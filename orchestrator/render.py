@@ -35,6 +35,9 @@ class RunPaths:
     qmp_socket: str
     qga_socket: str
     share_dir: str  # host folder dom0 mounts over virtio-9p (bulk data: traces, guest dumps)
+    # A second QMP monitor the testbed never uses: for a person (or the fault suite) to inspect or
+    # poke the VM during a run (`stop`, `set_link`, `info`) without taking the testbed's own.
+    monitor_socket: str
 
 
 def shquote(value):

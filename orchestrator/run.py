@@ -22,7 +22,7 @@ from rich.markup import escape
 from . import boot, bundle, cpio, diagnose, evaluate, images, measure, render, report, storm
 from .agent import GuestAgent
 from .console import SerialConsole
-from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, StageError
+from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, ResultsFolderError, StageError
 from .machine import KvmVerdicts, Machine, choose_accel, claim_udp_ports
 from .session import Session
 from .stages import SkipStage, Stage, StageRunner, plan
@@ -37,7 +37,7 @@ class Workdir:
         return render.RunPaths(xen=str(imgs.xen), kernel=str(imgs.kernel), dom0_initrd=str(self.path / "dom0-initrd"),
                                serial_socket=str(self.path / "serial.sock"), serial_log=str(serial_log),
                                qmp_socket=str(self.path / "qmp.sock"), qga_socket=str(self.path / "qga.sock"),
-                               share_dir=str(share_dir))
+                               monitor_socket=str(self.path / "monitor.sock"), share_dir=str(share_dir))
 
 
 def overlay(s, imgs, files):
@@ -307,6 +307,7 @@ class Outcome:
 def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, ensure_images=images.ensure, sets=()):
     """Run one scenario through STAGES; always leaves a bundle. `sets` are the --set overrides
     already in `s`, kept for the manifest and the reproducer. -> Outcome."""
+    bundle.check_results_folder(results_dir)
     b = bundle.Bundle(results_dir, s.name)
     runner = StageRunner(report=lambda res: say(_stage_line(res)))
     manifest = {"scenario": s.as_dict(), "scenario_file": str(scenario_file), "status": "running",
@@ -362,10 +363,26 @@ def _finish(b, s, runner, manifest, error, checks, interrupted, pack):
     manifest.update(status={EXIT_OK: "passed", EXIT_MEASUREMENT_FAILED: "measurement failed"}.get(code, "failed"),
                     exit_code=code, failed_stage=runner.failed_stage(), failed_checks=failed_checks,
                     error=str(error) if error else None, interrupted=interrupted)
+    manifest["raw_records"] = _raw_records(b, runner)
     report.junit(b.dir / "junit.xml", f"testbed.{s.name}", runner.results, checks)
-    final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"],
-                                                            manifest.get("overrides", ())), pack=pack)
+    try:
+        final, tar = b.finish(manifest, runner, bundle.reproducer(s.name, b.run_id, manifest["git"]["commit"],
+                                                                manifest.get("overrides", ())), pack=pack)
+    except OSError as exc:  # the folder filled up (or went away) during the run: say so, no traceback
+        raise ResultsFolderError(f"the bundle could not be finished ({exc.strerror or exc}: {exc.filename}); "
+                                 f"what was written stays in {b.dir}") from None
     return Outcome(code, final, tar, runner, error, checks, interrupted)
+
+
+def _raw_records(b, runner):
+    """What raw/ holds, and whether it is the whole measurement: a run stopped or failed in its
+    measure stage keeps the records dom0 had written so far (the trace, counters), marked partial."""
+    files = sorted(str(p.relative_to(b.raw)) for p in b.raw.rglob("*") if p.is_file())
+    measured = next((r.status for r in runner.results if r.name == "measure"), None)
+    return {"complete": measured == "passed", "files": files,
+            "why": {"passed": "the measure stage passed", None: "no measure stage in this run",
+                    "skipped": "the run ended before its measure stage"}.get(
+                measured, f"the measure stage {measured}: the records stop where it did")}
 
 
 def _traffic_line(t):

@@ -147,6 +147,7 @@ def _rate(rate, ci):
 def soak(scenario_file, scenarios, ports, runs, jobs, results_dir, say, command, cmd_prefix=None):
     """Run the soak; always finishes its bundle (also when interrupted). `cmd_prefix` is the
     testbed command line before `run` (tests pass a fake). -> (exit code, bundle path, rates)."""
+    bundle.check_results_folder(results_dir)
     b = bundle.Bundle(results_dir, "soak")
     runs_dir, logs_dir = b.dir / "runs", b.logs
     runs_dir.mkdir()

@@ -12,7 +12,8 @@ GOLDEN = ROOT / "tests" / "golden" / "boot-stock"
 PATHS = render.RunPaths(xen="/images/xen-stock/xen", kernel="/images/kernel/vmlinuz",
                         dom0_initrd="/run/testbed/dom0-initrd", serial_socket="/run/testbed/serial.sock",
                         serial_log="/results/run/logs/console.log", qmp_socket="/run/testbed/qmp.sock",
-                        qga_socket="/run/testbed/qga.sock", share_dir="/results/run/raw")
+                        qga_socket="/run/testbed/qga.sock", share_dir="/results/run/raw",
+                        monitor_socket="/run/testbed/monitor.sock")
 
 
 def _default():

@@ -21,6 +21,8 @@ qemu-system-x86_64 \
   -serial chardev:serial0 \
   -chardev socket,id=qmp0,path=/run/testbed/qmp.sock,server=on,wait=off \
   -mon chardev=qmp0,mode=control \
+  -chardev socket,id=monitor1,path=/run/testbed/monitor.sock,server=on,wait=off \
+  -mon chardev=monitor1,mode=control \
   -device virtio-serial-pci,id=vser0,addr=0x10 \
   -chardev socket,id=qga0,path=/run/testbed/qga.sock,server=on,wait=off \
   -device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0 \
