@@ -7,8 +7,8 @@ bundle under runs/."""
 import json
 import time
 
-from . import analysis, breakdown, bundle, report, verdict
-from .errors import EXIT_OK
+from . import analysis, breakdown, bundle, images, report, verdict
+from .errors import EXIT_INFRA, EXIT_OK, ImageError
 from .run import Outcome, run
 from .stages import StageResult, StageRunner
 
@@ -16,7 +16,7 @@ VERDICT_STATS = ("median", "mean", "p99")  # the statistics with a CI; the verdi
 PATH_VERDICT = "running"  # a second verdict on this path class alone (breakdown.PATHS)
 
 
-def run_comparison(scenario_file, comp, results_dir, say, sets=(), user_sets=()):
+def run_comparison(scenario_file, comp, results_dir, say, sets=(), user_sets=(), ensure_images=images.ensure):
     """Every run of the schedule, then the report; -> Outcome (its `runs` holds each run's Outcome).
     `sets` are the --set overrides already in comp's scenarios (a sweep point's included), kept in
     each run's manifest and reproducer; `user_sets` those of the command line alone."""
@@ -26,7 +26,7 @@ def run_comparison(scenario_file, comp, results_dir, say, sets=(), user_sets=())
     runner = StageRunner(report=lambda r: None)
     outcomes = []
     interrupted = False
-    schedule = comp.schedule()
+    schedule = comp.schedule() if _images_first(comp, say, runner, ensure_images) else []
     for i, (repeat, s) in enumerate(schedule, start=1):
         say(f"[bold]── {comp.name}: run {i}/{len(schedule)}: scenario {s.name}, repeat {repeat}/{comp.repeats}[/bold]")
         t0 = time.monotonic()
@@ -39,8 +39,8 @@ def run_comparison(scenario_file, comp, results_dir, say, sets=(), user_sets=())
             interrupted = True
             say(f"[yellow]interrupted: {len(schedule) - i} run(s) of {comp.name} not started[/yellow]")
             break
-    text = write_report(comp, outcomes, b.dir)
-    code = max(o.code for _, o in outcomes)
+    text = write_report(comp, outcomes, b.dir) if outcomes else _no_runs_report(comp, runner, b.dir)
+    code = max((o.code for _, o in outcomes), default=EXIT_INFRA)
     manifest = {"comparison": comp.name, "description": comp.description, "repeats": comp.repeats,
                 "overrides": list(sets),
                 "exit_code": code, "status": "passed" if code == EXIT_OK else "failed", "git": bundle.git_state(),
@@ -58,6 +58,31 @@ def run_comparison(scenario_file, comp, results_dir, say, sets=(), user_sets=())
         o.bundle = final / "runs" / o.bundle.name
     checks = [c for _, o in outcomes for c in (o.checks or [])]
     return Outcome(code, final, tar, runner, checks=checks, interrupted=interrupted, runs=outcomes, report=text)
+
+
+def _images_first(comp, say, runner, ensure_images):
+    """Every variant's images before the first run, so the runs follow each other with no build
+    between them (a Natsume hypervisor takes minutes); -> False if a build failed (no run starts)."""
+    variants = sorted({s.hypervisor.variant for s in comp.scenarios})
+    t0 = time.monotonic()
+    try:
+        for variant in variants:
+            ensure_images(variant, progress=say)
+    except ImageError as exc:
+        runner.results.append(StageResult("images", "failed", time.monotonic() - t0, str(exc).splitlines()[0],
+                                          message=str(exc)))
+        say(f"[red]images failed[/red]: no run of {comp.name} started")
+        return False
+    runner.results.append(StageResult("images", "passed", time.monotonic() - t0,
+                                      f"the images of {', '.join(variants)} in the cache before the first run"))
+    return True
+
+
+def _no_runs_report(comp, runner, folder):
+    failed = next(r for r in runner.results if r.status == "failed")
+    text = f"# Comparison {comp.name}\n\nNo run started: stage {failed.name} failed.\n\n```\n{failed.message}\n```\n"
+    (folder / "report.md").write_text(text)
+    return text
 
 
 def _load_run(outcome):

@@ -145,7 +145,41 @@ def test_an_interrupted_run_stops_the_comparison(tmp_path, monkeypatch):
         return SimpleNamespace(bundle=folder, code=2, checks=[], interrupted=len(started) == 2, error=None)
 
     monkeypatch.setattr(compare, "run", fake_run)
-    outcome = compare.run_comparison(ROOT / "testbed.yaml", comp, tmp_path, lambda t: None)
+    outcome = compare.run_comparison(ROOT / "testbed.yaml", comp, tmp_path, lambda t: None,
+                                     ensure_images=lambda variant, progress: None)
     assert started == ["iso-stock", "other"] and outcome.code == 2 and len(outcome.runs) == 2
     assert outcome.interrupted
     assert (outcome.bundle / "report.md").exists() and outcome.archive.exists()
+
+
+def test_a_comparison_builds_every_variants_images_before_its_first_run(tmp_path, monkeypatch):
+    comp = scenario.load_target(ROOT / "testbed.yaml", "smoke-comparison")
+    events = []
+
+    def fake_run(file, sc, results, say, pack=True, sets=()):
+        events.append(("run", sc.hypervisor.variant))
+        folder = results / f"{sc.name}-{len(events)}"
+        folder.mkdir(parents=True)
+        return SimpleNamespace(bundle=folder, code=2, checks=[], interrupted=False, error=None)
+
+    monkeypatch.setattr(compare, "run", fake_run)
+    compare.run_comparison(ROOT / "testbed.yaml", comp, tmp_path, lambda t: None,
+                           ensure_images=lambda variant, progress: events.append(("images", variant)))
+    assert events[:2] == [("images", "natsume"), ("images", "stock")]
+    assert [e[0] for e in events[2:]] == ["run"] * len(comp.schedule())
+
+
+def test_a_failed_image_build_starts_no_run_and_names_the_stage(tmp_path, monkeypatch):
+    from orchestrator.errors import ImageError
+    comp = scenario.load_target(ROOT / "testbed.yaml", "smoke-comparison")
+    monkeypatch.setattr(compare, "run", lambda *a, **k: pytest.fail("a run started"))
+
+    def broken(variant, progress):
+        raise ImageError(f"image xen-{variant}: build failed", log_path="/x/build.log")
+
+    outcome = compare.run_comparison(ROOT / "testbed.yaml", comp, tmp_path, lambda t: None, ensure_images=broken)
+    assert outcome.code == 2 and outcome.runs == []
+    manifest = json.loads((outcome.bundle / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["runs"] == []
+    assert "No run started: stage images failed" in (outcome.bundle / "report.md").read_text()
+    assert "build failed" in (outcome.bundle / "stages.txt").read_text()
