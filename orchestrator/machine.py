@@ -114,6 +114,10 @@ class Machine:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def returncode(self):
+        """QEMU's exit status once it ended (negative: the signal that killed it); None before."""
+        return None if self.proc is None else self.proc.poll()
+
     def check_alive(self):
         """Raise if QEMU died or the vCPUs stopped on an internal (e.g. KVM) error."""
         if not self.alive():

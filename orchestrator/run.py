@@ -11,6 +11,7 @@ always finished.
 import contextlib
 import json
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -322,7 +323,7 @@ def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, en
         r = Run(s, scenario_file, b, say, runner, stack, make_parts=make_parts, ensure_images=ensure_images,
                 manifest=manifest, work=work, logs=b.logs)
         try:
-            error = runner.run(stages, r, s)
+            error = _cause_of_a_dead_machine(r, runner, runner.run(stages, r, s))
         except KeyboardInterrupt as exc:
             interrupted = True
             error = StageError(runner.results[-1].name if runner.results else "start",
@@ -334,6 +335,20 @@ def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, en
         if r.session is not None:
             manifest["machine_exit"] = r.session.machine_exit.__dict__
     return _finish(b, s, runner, manifest, error, r.checks, interrupted, pack)
+
+
+def _cause_of_a_dead_machine(r, runner, error):
+    """A stage that failed because QEMU died sees only a closed socket ("Disconnected"): name the
+    cause, QEMU's exit, in the error, the stage's row and so the manifest and JUnit."""
+    code = r.machine.returncode() if error is not None and r.session is not None else None
+    if code is None:  # no failure, no QEMU, or QEMU still runs
+        return error
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit {code}"
+    message = f"QEMU exited during the stage ({how}); the stage saw: {str(error).split(': ', 1)[-1]}"
+    row = next((res for res in runner.results if res.name == error.stage and res.status == "failed"), None)
+    if row is not None:
+        row.detail, row.message = message.splitlines()[0], message[:8000]
+    return StageError(error.stage, message.split("\n  last ")[0], error.tail_lines)
 
 
 AFTER_SIGNAL_COLLECT_S = 5  # a CI cancel escalates to SIGKILL about 10 s after its first signal
@@ -377,7 +392,7 @@ def _finish(b, s, runner, manifest, error, checks, interrupted, pack):
 def _raw_records(b, runner):
     """What raw/ holds, and whether it is the whole measurement: a run stopped or failed in its
     measure stage keeps the records dom0 had written so far (the trace, counters), marked partial."""
-    files = sorted(str(p.relative_to(b.raw)) for p in b.raw.rglob("*") if p.is_file())
+    files = sorted(str(p.relative_to(b.raw)) for p in b.raw.rglob("*") if p.is_file() and not p.name.startswith("."))
     measured = next((r.status for r in runner.results if r.name == "measure"), None)
     return {"complete": measured == "passed", "files": files,
             "why": {"passed": "the measure stage passed", None: "no measure stage in this run",

@@ -56,6 +56,7 @@ class FakeMachine:
         self._alive = alive
         self.quit_works = quit_works
         self.proc = SimpleNamespace(pid=4242)
+        self._returncode = None  # set it to make QEMU "have ended"
         self.events = [] if events is None else events
         self.exit = None
 
@@ -68,6 +69,9 @@ class FakeMachine:
     def cont(self):
         self.events.append("cont")
         self._status = "running"
+
+    def returncode(self):
+        return self._returncode
 
     def check_alive(self):
         if not self._alive:

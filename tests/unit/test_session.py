@@ -488,3 +488,16 @@ def test_a_second_signal_does_not_interrupt_the_teardown(capsys):
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def test_a_stage_that_failed_because_qemu_died_names_qemus_exit(s, tmp_path):
+    """QEMU killed mid-run: the stage sees a closed socket; the error names QEMU's end instead."""
+    machine = FakeMachine()
+    machine._returncode = -9  # killed by SIGKILL while the RT guest was being created
+    outcome, _ = _run(s, tmp_path, machine=machine, dom0_extra=[(r"xl create .*xl-rt.cfg", (1, "Disconnected"))])
+    assert outcome.code == 2 and outcome.runner.failed_stage() == "rt_guest"
+    manifest = json.loads((outcome.bundle / "manifest.json").read_text())
+    assert "QEMU exited during the stage (killed by SIGKILL); the stage saw:" in manifest["error"]
+    row = next(r for r in json.loads((outcome.bundle / "stages.json").read_text()) if r["name"] == "rt_guest")
+    assert row["detail"].startswith("QEMU exited during the stage (killed by SIGKILL)")
+    assert manifest["raw_records"] == {"complete": False, "files": [], "why": "the run ended before its measure stage"}
