@@ -32,6 +32,11 @@ class Deadline:
         """A sub-wait's timeout: at most `at_most` seconds, never past the deadline (and > 0)."""
         return max(0.001, min(at_most, self.left))
 
+    def attempt(self, at_most, floor=5.0):
+        """One poll attempt's timeout: as slice(), but at least `floor` s, so the last attempt (made
+        at the deadline) can still run and the poll ends in its own "not within N s" message."""
+        return max(floor, self.slice(at_most))
+
     def poll(self, interval, max_interval=None, backoff=1.0):
         """Yield the attempt number (0, 1, ...) until the deadline; sleep `interval` between
         attempts, growing by `backoff` up to `max_interval`."""

@@ -79,7 +79,7 @@ class GuestConsole:
         new_output = f"tail -c +{start + 1} {shlex.quote(self.log)}"
         d = Deadline(timeout)
         for _ in d.poll(0.5):
-            if self.agent.run(f"{new_output} | grep -qE {shlex.quote(done)}", timeout=d.slice(60)).ok:
+            if self.agent.run(f"{new_output} | grep -qE {shlex.quote(done)}", timeout=d.attempt(60)).ok:
                 if to_file:
                     self.agent.run(f"{new_output} > {shlex.quote(to_file)}", timeout=120, check=True)
                     return ""

@@ -126,6 +126,30 @@ def test_a_slice_never_passes_the_deadline():
     assert d.slice(60) == 0.001 and d.left == 0
 
 
+def test_a_poll_attempt_at_the_deadline_still_gets_time_to_run():
+    """The last attempt of a poll comes at the deadline: with slice() its command would time out
+    in 1 ms and its AgentError would hide the poll's own "gave no ... within N s" message."""
+    d = Deadline(0.1)
+    assert d.attempt(60) == 5.0 and d.attempt(60, floor=2) == 2
+    time.sleep(0.15)
+    assert d.attempt(60) == 5.0 and d.expired()
+
+
+def test_a_console_command_that_never_answers_says_so_not_a_1_ms_agent_timeout(monkeypatch):
+    from orchestrator.measure import GuestConsole, MeasureError
+
+    class SlowAgent:
+        def run(self, command, timeout=60, check=False):
+            if timeout < 1:  # as the real agent: a command given 1 ms cannot finish
+                raise AgentError(f"dom0 command did not finish within {timeout} s: {command}")
+            return type("R", (), {"ok": False, "stdout": "0" if command.startswith("stat") else "[panic]",
+                                  "stderr": "", "rc": 1})()
+    rt = GuestConsole(SlowAgent(), "rt")
+    monkeypatch.setattr(rt, "send", lambda line: None)
+    with pytest.raises(MeasureError, match=r"rt: `rtagent stop` gave no /\^RTAGENT-STOPPED/ within 1 s"):
+        rt.command("rtagent stop", r"^RTAGENT-STOPPED", 1)
+
+
 # ---------------------------------------------------------------- the stage table
 
 
