@@ -13,7 +13,7 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from . import images, render, report, scenario
+from . import images, progress, render, report, scenario
 from .errors import EXIT_BAD_INPUT, EXIT_OK, ScenarioError, TestbedError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,6 +288,8 @@ def _print_measurement(bundle_dir):
 def build_parser():
     p = argparse.ArgumentParser(prog="testbed", description="Rebuild Natsume's evaluation in QEMU.")
     p.add_argument("--file", "-f", default=str(DEFAULT_FILE), help="scenario file (default: testbed.yaml)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="plain progress lines instead of bars (the default when stdout is not a terminal)")
     sub = p.add_subparsers(dest="command", required=True)
     sp = sub.add_parser("run", help="boot a scenario and write a result bundle")
     sp.add_argument("scenario", nargs="?", help="scenario name (default: the file's default_scenario)")
@@ -300,7 +302,7 @@ def build_parser():
     sp.add_argument("--point", metavar="LABEL", help="of a comparison with a sweep: run only this point "
                                                      "(its label, as in `testbed matrix`)")
     sp.set_defaults(func=cmd_run)
-    sp = sub.add_parser("soak", help="boot scenarios N times each; hang and failure rates with 95 % intervals")
+    sp = sub.add_parser("soak", help="boot scenarios N times each; hang and failure rates with 95 %% intervals")
     sp.add_argument("scenarios", nargs="*", help="scenario names (default: soak-stock soak-natsume "
                                                  "soak-natsume-no-preempt)")
     sp.add_argument("--runs", type=_soak_runs, default=10, help="runs of each scenario, 1..100 (default: 10)")
@@ -351,6 +353,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if getattr(args, "path", None):
         args.file = args.path
+    progress.use(progress.for_console(out, args.quiet))
     try:
         return args.func(args)
     except ScenarioError as exc:

@@ -7,7 +7,7 @@ bundle under runs/."""
 import json
 import time
 
-from . import analysis, breakdown, bundle, images, report, verdict
+from . import analysis, breakdown, bundle, images, progress, report, verdict
 from .errors import EXIT_INFRA, EXIT_OK, ImageError
 from .run import Outcome, run
 from .stages import StageResult, StageRunner
@@ -25,20 +25,9 @@ def run_comparison(scenario_file, comp, results_dir, say, sets=(), user_sets=(),
     bundle.copy_into(scenario_file, b.config, "testbed.yaml")
     runner = StageRunner(report=lambda r: None)
     outcomes = []
-    interrupted = False
     schedule = comp.schedule() if _images_first(comp, say, runner, ensure_images) else []
-    for i, (repeat, s) in enumerate(schedule, start=1):
-        say(f"[bold]── {comp.name}: run {i}/{len(schedule)}: scenario {s.name}, repeat {repeat}/{comp.repeats}[/bold]")
-        t0 = time.monotonic()
-        outcome = run(scenario_file, s, b.dir / "runs", say, pack=False, sets=sets)
-        outcomes.append((s, outcome))
-        status = "passed" if outcome.code == EXIT_OK else "failed"
-        runner.results.append(StageResult(f"run:{s.name}#{repeat}", status, time.monotonic() - t0,
-                                          f"exit {outcome.code}, bundle runs/{outcome.bundle.name}"))
-        if outcome.interrupted:  # Ctrl-C or SIGTERM: report what ran, start nothing more
-            interrupted = True
-            say(f"[yellow]interrupted: {len(schedule) - i} run(s) of {comp.name} not started[/yellow]")
-            break
+    with progress.task(f"{comp.name}: runs", total=len(schedule), unit="runs") as advance:
+        interrupted = _run_schedule(scenario_file, comp, schedule, b, say, runner, outcomes, sets, advance)
     text = write_report(comp, outcomes, b.dir) if outcomes else _no_runs_report(comp, runner, b.dir)
     code = max((o.code for _, o in outcomes), default=EXIT_INFRA)
     manifest = {"comparison": comp.name, "description": comp.description, "repeats": comp.repeats,
@@ -58,6 +47,23 @@ def run_comparison(scenario_file, comp, results_dir, say, sets=(), user_sets=(),
         o.bundle = final / "runs" / o.bundle.name
     checks = [c for _, o in outcomes for c in (o.checks or [])]
     return Outcome(code, final, tar, runner, checks=checks, interrupted=interrupted, runs=outcomes, report=text)
+
+
+def _run_schedule(scenario_file, comp, schedule, b, say, runner, outcomes, sets, advance):
+    """Each run of the schedule into b/runs/ (outcomes appended); -> True if a signal stopped it."""
+    for i, (repeat, s) in enumerate(schedule, start=1):
+        say(f"[bold]── {comp.name}: run {i}/{len(schedule)}: scenario {s.name}, repeat {repeat}/{comp.repeats}[/bold]")
+        t0 = time.monotonic()
+        outcome = run(scenario_file, s, b.dir / "runs", say, pack=False, sets=sets)
+        outcomes.append((s, outcome))
+        advance()
+        status = "passed" if outcome.code == EXIT_OK else "failed"
+        runner.results.append(StageResult(f"run:{s.name}#{repeat}", status, time.monotonic() - t0,
+                                          f"exit {outcome.code}, bundle runs/{outcome.bundle.name}"))
+        if outcome.interrupted:  # Ctrl-C or SIGTERM: report what ran, start nothing more
+            say(f"[yellow]interrupted: {len(schedule) - i} run(s) of {comp.name} not started[/yellow]")
+            return True
+    return False
 
 
 def _images_first(comp, say, runner, ensure_images):

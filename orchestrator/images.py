@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import progress as progress_bars
 from .errors import ImageError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +151,15 @@ def _say(progress, text):
         progress(text)
 
 
+def _last_log_lines(recipe):
+    """Lines of the newest build.log of this recipe in the cache (None if it was never built)."""
+    logs = sorted(CACHE.glob(f"{recipe.name}-*/build.log"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        return None
+    with open(logs[-1], errors="replace") as f:
+        return sum(1 for _ in f)
+
+
 def _build(recipe, target, args, progress):
     """Run one recipe into a temporary folder, then move it into place."""
     tmp = target.with_name(target.name + ".partial")
@@ -160,13 +170,15 @@ def _build(recipe, target, args, progress):
     _say(progress, f"image {recipe.name}: building ({' '.join(cmd[1:])})")
     started = time.monotonic()
     tail = deque(maxlen=40)
-    with open(log_path, "w") as log:
+    # The bar's total is the line count of this recipe's last build log (any key): an ETA from it.
+    with open(log_path, "w") as log, progress_bars.task(f"image {recipe.name}", _last_log_lines(recipe)) as advance:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 cwd=str(ROOT), errors="replace")
         try:
             for line in proc.stdout:
                 log.write(line)
                 tail.append(line.rstrip())
+                advance()
                 if line.startswith("["):
                     _say(progress, f"image {recipe.name}: {line.strip()}")
             rc = proc.wait()

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import render, traffic, xentrace
+from . import progress, render, traffic, xentrace
 from .boot import GUEST_LOG, BootFailure
 from .deadline import Deadline
 
@@ -210,8 +210,9 @@ def send_traffic(s, say):
         time.sleep(1)  # the load is established before the first burst
     say(f"sending {m.bursts} bursts of {m.frames_per_burst} frames every {m.period_ms} ms"
         + (" while flooding the load NIC" if m.load else " (no load)"))
-    bursts = traffic.send_bursts(("127.0.0.1", s.nics.measured.udp_port), m.frames_per_burst,
-                                 m.period_ms / 1000, m.bursts, payload_size=m.payload_bytes)
+    with progress.task("bursts", total=m.bursts, unit="bursts") as advance:
+        bursts = traffic.send_bursts(("127.0.0.1", s.nics.measured.udp_port), m.frames_per_burst,
+                                     m.period_ms / 1000, m.bursts, payload_size=m.payload_bytes, on_burst=advance)
     result = {"measured": bursts.as_dict()}
     if flood is not None:
         stop.set()
@@ -256,8 +257,9 @@ def measure(agent, s, share_dir, say):
         {"sent": rec.traffic, "before": rec.counters_before, "after": rec.counters_after}, indent=2) + "\n")
     sysinfo(agent, rt, share_dir / "sysinfo-after")
     if stamping:
-        rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.dump,
-                   to_file=f"{render.SHARE_MOUNT}/{GUEST_DUMP}")
+        with progress.task("dump of the RT guest's records"):
+            rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.dump,
+                       to_file=f"{render.SHARE_MOUNT}/{GUEST_DUMP}")
     return rec
 
 

@@ -249,15 +249,16 @@ def _sleep_until(deadline, stop):
 
 
 def send_bursts(sock_addr, frames_per_burst=1024, period_s=0.1, bursts=10, *, gap_s=0.0, payload_size=64,
-                addressing=None, stop=None):
-    """Send `bursts` bursts; burst k starts at t0 + k*period_s, frame i of it at + i*gap_s.
+                addressing=None, stop=None, on_burst=None):
+    """Send `bursts` bursts; burst k starts at t0 + k*period_s, frame i of it at + i*gap_s;
+    `on_burst()` after each (progress).
 
     Frames carry (burst number, sequence number over the whole run). Returns TrafficCounters."""
     plan = Burst(frames_per_burst, period_s, bursts, gap_s, payload_size, addressing or Addressing()).validate()
-    return _run_bursts(plan, sock_addr, stop or threading.Event())
+    return _run_bursts(plan, sock_addr, stop or threading.Event(), on_burst or (lambda: None))
 
 
-def _run_bursts(plan, sock_addr, stop):
+def _run_bursts(plan, sock_addr, stop, on_burst=lambda: None):
     counters = TrafficCounters(target=f"{sock_addr[0]}:{sock_addr[1]}")
     with _open(sock_addr) as sock:
         counters.start = t0 = time.monotonic()
@@ -270,6 +271,7 @@ def _run_bursts(plan, sock_addr, stop):
                 counters.stopped_early = True
                 break
             counters.bursts_completed += 1
+            on_burst()
         counters.end = time.monotonic()
     return counters
 
