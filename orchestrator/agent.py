@@ -8,6 +8,7 @@ import base64
 import random
 from dataclasses import dataclass
 
+from qemu.qmp import ExecInterruptedError, StateError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from .deadline import Deadline
@@ -34,6 +35,7 @@ class GuestAgent:
         self.socket_path = str(socket_path)
         self.qga = None
         self.answered = False  # dom0's agent answered once: collecting its logs is worth a try
+        self.lost = None  # why the agent is gone, once a call found it so
 
     @property
     def connected(self):
@@ -64,10 +66,10 @@ class GuestAgent:
     def run(self, command, timeout=60, check=False):
         """Run a shell command in dom0; -> Result. Raises AgentError on timeout."""
         if self.qga is None:
-            raise AgentError(f"dom0's guest agent is not connected: {command}")
-        pid = self.qga.cmd("guest-exec", path="/bin/sh", arg=["-c", command], **{"capture-output": True})["pid"]
+            raise AgentError(self.lost or f"dom0's guest agent is not connected: {command}")
+        pid = self._cmd(command, "guest-exec", path="/bin/sh", arg=["-c", command], **{"capture-output": True})["pid"]
         for _ in Deadline(timeout).poll(0.05, max_interval=1.0, backoff=2):
-            status = self.qga.cmd("guest-exec-status", pid=pid)
+            status = self._cmd(command, "guest-exec-status", pid=pid)
             if status.get("exited"):
                 break
         else:
@@ -77,6 +79,17 @@ class GuestAgent:
         if check and not result.ok:
             raise AgentError(f"dom0 command failed (exit {result.rc}): {command}\n{result.stdout}{result.stderr}")
         return result
+
+    def _cmd(self, command, name, **args):
+        """One QGA call. No answer within the socket's timeout, or a closed socket, means the agent
+        is gone (its process killed, dom0 hung): the connection is dropped, so every later call
+        fails at once with the same reason instead of waiting out its own timeout."""
+        try:
+            return self.qga.cmd(name, **args)
+        except (OSError, EOFError, StateError, ExecInterruptedError) as exc:  # a timeout is an OSError
+            self.lost = f"dom0's guest agent stopped answering ({type(exc).__name__}: {str(exc) or 'no reply'}) at: {command}"
+            self.close()
+            raise AgentError(self.lost) from None
 
     def close(self):
         if self.qga is not None:

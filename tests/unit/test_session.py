@@ -525,3 +525,30 @@ def test_a_stage_that_failed_because_qemu_died_names_qemus_exit(s, tmp_path):
     row = next(r for r in json.loads((outcome.bundle / "stages.json").read_text()) if r["name"] == "rt_guest")
     assert row["detail"].startswith("QEMU exited during the stage (killed by SIGKILL)")
     assert manifest["raw_records"] == {"complete": False, "files": [], "why": "the run ended before its measure stage"}
+
+
+def test_an_agent_that_stops_answering_fails_every_later_call_at_once():
+    """qemu-ga killed in dom0: its socket stays open and no reply comes. The first call waits out the
+    socket's timeout; after that every call fails at once with the same reason (collecting a
+    dozen logs must not wait a dozen timeouts)."""
+    class SilentQga:
+        calls = 0
+
+        def cmd(self, name, **args):
+            SilentQga.calls += 1
+            if name == "guest-exec":
+                return {"pid": 7}
+            raise TimeoutError()
+
+        def close(self):
+            pass
+
+    agent = GuestAgent("/nonexistent")
+    agent.qga, agent.answered = SilentQga(), True
+    with pytest.raises(AgentError, match=r"stopped answering \(TimeoutError: no reply\) at: xl list"):
+        agent.run("xl list")
+    assert not agent.connected and SilentQga.calls == 2
+    t0 = time.monotonic()
+    with pytest.raises(AgentError, match=r"stopped answering .* at: xl list"):
+        agent.run("xl dmesg")
+    assert time.monotonic() - t0 < 0.1 and SilentQga.calls == 2
