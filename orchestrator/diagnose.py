@@ -13,16 +13,19 @@ from .measure import GuestConsole
 # j: Natsume's counters (stock Xen has no `j`); e: event channels; q: domains and vCPUs; r: run queues.
 XEN_DEBUG_KEYS = "jeqr"
 # Read in this order: ICR is read-to-clear, so it goes last.
-E1000E_REGISTERS = {"CTRL": 0x0000, "STATUS": 0x0008, "IMS": 0x00D0, "IVAR": 0x00E4, "RDH0": 0x2810,
-                    "RDT0": 0x2818, "TDH0": 0x3810, "TDT0": 0x3818, "ICR": 0x00C0}
+E1000E_REGISTERS = {"CTRL": 0x0000, "STATUS": 0x0008, "CTRL_EXT": 0x0018, "ITR": 0x00C4, "IMS": 0x00D0,
+                    "EIAC": 0x00DC, "IAM": 0x00E0, "IVAR": 0x00E4, "RDH0": 0x2810, "RDT0": 0x2818,
+                    "TDH0": 0x3810, "TDT0": 0x3818, "ICR": 0x00C0}
+# Keys whose handler does not print "'k' pressed": the first line of their own output.
+KEY_HEADERS = {"i": "IRQ information:", "M": "MSI information:"}
 TAIL_LINES = 40
 GUEST_TIMEOUT_S = 15  # a hung RT guest answers nothing: do not wait for it longer than this
 
 
-def collect(agent, machine, s, logs_dir):
+def collect(agent, machine, s, logs_dir, keys=XEN_DEBUG_KEYS):
     """Write logs/xen-debug-keys.txt, logs/rt-guest-interrupts.txt, logs/e1000e-registers.json;
     -> what was saved, with the reason for each part that was not."""
-    parts = {"xen-debug-keys.txt": lambda: xen_debug_keys(agent),
+    parts = {"xen-debug-keys.txt": lambda: xen_debug_keys(agent, keys),
              "rt-guest-interrupts.txt": lambda: guest_interrupts(agent, s.rt_guest.name),
              "e1000e-registers.json": lambda: device_registers(machine, s.nics.measured.pci_slot)}
     saved = []
@@ -36,14 +39,14 @@ def collect(agent, machine, s, logs_dir):
     return saved
 
 
-def xen_debug_keys(agent):
+def xen_debug_keys(agent, keys=XEN_DEBUG_KEYS):
     """Each key's output alone: Xen's console ring (a few dozen kB) is read after each key, from
     Xen's "'k' pressed" line on. The handler runs after `xl debug-keys` returns: read a second later."""
     out = []
-    for key in XEN_DEBUG_KEYS:
+    for key in keys:
         res = agent.run(f"xl debug-keys {key} && sleep 1 && xl dmesg", timeout=30)
         text = res.stdout
-        start = text.rfind(f"'{key}' pressed")
+        start = text.rfind(KEY_HEADERS.get(key, f"'{key}' pressed"))
         if start >= 0:
             text = text[text.rfind("\n", 0, start) + 1:]
         else:  # a handler that does not announce itself (Natsume's j): the ring's end

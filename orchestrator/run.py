@@ -183,7 +183,7 @@ def _load_guest(r, timeout):
 
 
 def _storm(r, timeout):
-    return storm.storm(r.agent, r.s, r.bundle.raw, measure.tsc_khz(r.agent), timeout)
+    return storm.storm(r.agent, r.s, r.bundle.raw, measure.tsc_khz(r.agent), timeout, machine=r.machine)
 
 
 def _measure(r, _timeout):

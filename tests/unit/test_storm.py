@@ -37,3 +37,23 @@ def test_storm_stage_planned_only_with_writes_and_guest_may_map_the_bar():
     assert names.index("load_guest") < names.index("storm") < names.index("measure")
     assert "iomem=relaxed" in render.xl_config(stormy, "rt")
     assert "iomem=relaxed" not in render.xl_config(quiet, "rt")
+
+
+def test_debug_keys_without_a_pressed_line_are_cut_at_their_own_header():
+    """Xen's i and M handlers print no "'k' pressed" line: their output starts at its header, not at
+    the ring's last 40 lines (which cut the IRQ table short)."""
+    from types import SimpleNamespace
+    from orchestrator import diagnose
+
+    ring = {"i": "(XEN) boot\n" * 100 + "(XEN) IRQ information:\n" + "(XEN)    IRQ:  29 vec:d8\n" * 60,
+            "e": "(XEN) boot\n(XEN) 'e' pressed -> dumping event-channel info\n(XEN) chan 1\n"}
+
+    class Agent:
+        def run(self, command, timeout=60):
+            key = command.split()[2]
+            return SimpleNamespace(stdout=ring[key], stderr="", rc=0)
+
+    text = diagnose.xen_debug_keys(Agent(), "ie")
+    i_part, e_part = text.split("==== xl debug-keys e")
+    assert i_part.count("IRQ:  29") == 60 and "boot" not in i_part
+    assert "'e' pressed" in e_part and "boot" not in e_part
