@@ -8,7 +8,7 @@ SCENARIO ?=
 TESTBED_FILE ?= testbed.yaml
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: testbed run test unit integration bench images setup host-deps clean
+.PHONY: testbed run test unit integration faults soak bench images setup host-deps clean
 
 # `make testbed run`: `testbed` prepares the host, `run` runs the default scenario.
 testbed: setup
@@ -16,14 +16,22 @@ testbed: setup
 run: setup
 	$(PY) -m orchestrator --file $(TESTBED_FILE) run $(SCENARIO)
 
+# The fault table (about 40 min of real boots) runs with `make faults`, not in `make test`.
 test: setup
-	$(PY) -m pytest -v tests
+	$(PY) -m pytest -v -m "not faults" tests
 
 unit: setup
 	$(PY) -m pytest -v -m "not integration" tests
 
 integration: setup
-	$(PY) -m pytest -v -m integration tests
+	$(PY) -m pytest -v -m "integration and not faults" tests
+
+faults: setup
+	$(PY) -m pytest -v -s -m faults tests/integration/test_faults.py
+
+# Each variant booted N times (default 10) with a short measurement: hang and failure rates.
+soak: setup
+	$(PY) -m orchestrator --file $(TESTBED_FILE) soak $(SCENARIO) --runs $(or $(RUNS),10)
 
 bench: setup
 	$(PY) tests/bench_boot.py
