@@ -17,7 +17,7 @@ E1000E_REGISTERS = {"CTRL": 0x0000, "STATUS": 0x0008, "CTRL_EXT": 0x0018, "ITR":
                     "EIAC": 0x00DC, "IAM": 0x00E0, "IVAR": 0x00E4, "RDH0": 0x2810, "RDT0": 0x2818,
                     "TDH0": 0x3810, "TDT0": 0x3818, "ICR": 0x00C0}
 # Keys whose handler does not print "'k' pressed": the first line of their own output.
-KEY_HEADERS = {"i": "IRQ information:", "M": "MSI information:"}
+KEY_HEADERS = {"i": "IRQ information:", "M": "MSI information:", "j": "natsume: fast-path"}
 TAIL_LINES = 40
 GUEST_TIMEOUT_S = 15  # a hung RT guest answers nothing: do not wait for it longer than this
 
