@@ -11,14 +11,7 @@
  *
  * Freestanding (no libc): a static binary of a few kB for the busybox initramfs.
  */
-typedef unsigned long u64;
-
-static inline u64 tsc(void)
-{
-    unsigned int lo, hi;
-    __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi) :: "memory");
-    return ((u64)hi << 32) | lo;
-}
+#include "freestanding.h"
 
 /* 2n instructions exactly when n > 0: the jnz falls through after n decrements. */
 static u64 timed_loop(u64 n)
@@ -33,38 +26,6 @@ static u64 timed_loop(u64 n)
     __asm__ volatile("1: dec %0\n\tjnz 1b" : "+r"(n) :: "cc");
     t1 = tsc();
     return t1 - t0;
-}
-
-static long sys3(long nr, long a, long b, long c)
-{
-    long ret;
-    __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-    return ret;
-}
-
-static u64 parse(const char *s)
-{
-    u64 v = 0;
-    for (; *s >= '0' && *s <= '9'; s++)
-        v = v * 10 + (u64)(*s - '0');
-    return v;
-}
-
-static char *put_num(char *p, u64 v)
-{
-    char buf[24];
-    int i = 0;
-    do { buf[i++] = (char)('0' + v % 10); v /= 10; } while (v);
-    while (i)
-        *p++ = buf[--i];
-    return p;
-}
-
-static char *put_str(char *p, const char *s)
-{
-    while (*s)
-        *p++ = *s++;
-    return p;
 }
 
 static u64 min_over(u64 n, u64 trials)
@@ -83,10 +44,10 @@ void __attribute__((noreturn, used)) tsccal_main(long argc, char **argv)
     char out[128], *p = out;
     if (argc != 3) {
         p = put_str(p, "TSCCAL-ERROR usage: tsccal N TRIALS\n");
-        sys3(1, 1, (long)out, p - out);
-        sys3(60, 2, 0, 0);
+        sys6(1, 1, (long)out, p - out, 0, 0, 0);
+        sys6(60, 2, 0, 0, 0, 0, 0);
     }
-    u64 n = parse(argv[1]), trials = parse(argv[2]);
+    u64 n = parse(argv[1], 10), trials = parse(argv[2], 10);
     u64 base = min_over(0, trials), loop = min_over(n, trials);
     p = put_str(p, "TSCCAL n=");
     p = put_num(p, 2 * n);
@@ -95,8 +56,8 @@ void __attribute__((noreturn, used)) tsccal_main(long argc, char **argv)
     p = put_str(p, " loop=");
     p = put_num(p, loop);
     p = put_str(p, "\n");
-    sys3(1, 1, (long)out, p - out);
-    sys3(60, 0, 0, 0);
+    sys6(1, 1, (long)out, p - out, 0, 0, 0);
+    sys6(60, 0, 0, 0, 0, 0, 0);
     __builtin_unreachable();
 }
 

@@ -81,6 +81,7 @@ log "packing newc cpio + gzip -9"
     echo "rtagent.sh - $(sha256_of "$RTAGENT_SRC")"
     echo "tsccal.c gcc-$(gcc -dumpfullversion) $(sha256_of "$TSCCAL_SRC")"
     echo "icsstorm.c gcc-$(gcc -dumpfullversion) $(sha256_of "$ICSSTORM_SRC")"
+    echo "freestanding.h $(sha256_of "$REPO_DIR/guest_agents/freestanding.h")"
     echo "kernel-release $KVER -"
     grep -E '^(linux-image|vmlinuz)' "$KDIR/versions.txt" | sed 's/^/kernel:/'
     (cd "$R/lib/modules/$KVER" && find . -name '*.ko*' | LC_ALL=C sort | while read -r f; do

@@ -54,7 +54,8 @@ def recipes(variant="stock"):
                                       "XEN_CONFIG_FRAGMENT": str(fragment)}),
         "guest-initramfs": Recipe("guest-initramfs", "build-guest-initramfs.sh",
                                   inputs=(ROOT / "guest_agents" / "guest-init.sh", ROOT / "guest_agents" / "rtagent.sh",
-                                          ROOT / "guest_agents" / "tsccal.c", ROOT / "guest_agents" / "icsstorm.c"),
+                                          ROOT / "guest_agents" / "tsccal.c", ROOT / "guest_agents" / "icsstorm.c",
+                                          ROOT / "guest_agents" / "freestanding.h"),
                                   needs=("kernel",)),
         "dom0-rootfs": Recipe("dom0-rootfs", "build-dom0-rootfs.sh", needs=("kernel",)),
     }
