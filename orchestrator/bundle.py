@@ -33,8 +33,9 @@ def utc_stamp():
 SUMMARY_IN_MANIFEST = ("timing", "calibration", "paired", "unpaired_pct", "latency_ticks", "latency_ns", "paths",
                        "absorbed")
 
-# What a run's bundle and its tarball may take: a long measurement's xentrace.bin and guest dump are
-# tens of MB (20 bursts: about 5 MB), so a folder with less than this refuses before QEMU starts.
+# A floor for a run's bundle and its tarball, with room to spare: a 300-burst run's bundle is about
+# 2 MB and a 4-run comparison's tarball 3.4 MB (2026-12-03), but the trace grows with bursts and load.
+# A folder with less refuses before QEMU starts.
 RESULTS_MIN_FREE_MB = 200
 
 

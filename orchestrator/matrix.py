@@ -93,7 +93,7 @@ def expand_sweep(sweep, where="sweep"):
     Raises ScenarioError with every problem found.
     """
     if not sweep:
-        return [{"label": "", "overrides": {}}]
+        return [{"label": "", "overrides": {}, "sets": []}]
     problems = []
 
     def bad(path, message):
@@ -136,7 +136,9 @@ def expand_sweep(sweep, where="sweep"):
     points = []
     for combo in itertools.product(*[[(path, v, short) for v in values] for path, values, short in axes]):
         points.append({"label": "-".join(f"{short}-{_label_value(v)}" for _, v, short in combo),
-                       "overrides": {path: v for path, v, _ in combo}})
+                       "overrides": {path: v for path, v, _ in combo},
+                       # as `testbed run --set` texts: values in JSON, which YAML reads back as they were
+                       "sets": [f"{path}={json.dumps(v)}" for path, v, _ in combo]})
     return points
 
 
@@ -161,7 +163,7 @@ def entries(target, sweep=None, where="matrix"):
                 name = f"{base}-{n}"
             names.add(name)
             entry = {"name": name, "scenario": s.name, "variant": variant, "images": variant, "repeat": repeat,
-                     "sets": [f"{k}={json.dumps(v)}" for k, v in point["overrides"].items()]}
+                     "sets": list(point["sets"])}
             if point["label"]:
                 entry.update(point=point["label"], overrides=dict(point["overrides"]))
             out.append(entry)

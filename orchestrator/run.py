@@ -26,7 +26,7 @@ from .console import SerialConsole
 from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, ResultsFolderError, StageError
 from .machine import KvmVerdicts, Machine, choose_accel, claim_udp_ports
 from .session import Session
-from .stages import SkipStage, Stage, StageRunner, plan
+from .stages import MAX_MESSAGE, SkipStage, Stage, StageRunner, plan
 
 
 @dataclass
@@ -347,7 +347,7 @@ def _cause_of_a_dead_machine(r, runner, error):
     message = f"QEMU exited during the stage ({how}); the stage saw: {str(error).split(': ', 1)[-1]}"
     row = next((res for res in runner.results if res.name == error.stage and res.status == "failed"), None)
     if row is not None:
-        row.detail, row.message = message.splitlines()[0], message[:8000]
+        row.detail, row.message = message.splitlines()[0], message[:MAX_MESSAGE]
     return StageError(error.stage, message.split("\n  last ")[0], error.tail_lines)
 
 

@@ -5,7 +5,6 @@ what is allowed; all problems are reported at once.
 
 import dataclasses
 import difflib
-import json
 import math
 import re
 import reprlib
@@ -351,12 +350,11 @@ class Comparison:
     point: str = ""  # ... and the point's label (its name is <source>-<point>)
 
     def points(self):
-        """The sweep's points: [{"label", "overrides", "sets"}], `sets` as --set FIELD=VALUE
-        texts (values in JSON, which YAML reads back as they were); no sweep: one point, no sets."""
+        """The sweep's points: [{"label", "overrides", "sets"}] (matrix.expand_sweep); no sweep:
+        one point, no sets."""
         from .matrix import expand_sweep
 
-        return [dict(p, sets=[f"{k}={json.dumps(v)}" for k, v in p["overrides"].items()])
-                for p in expand_sweep(self.sweep)]
+        return expand_sweep(self.sweep)
 
     def schedule(self):
         """[(repeat number from 1, scenario), ...] in run order."""

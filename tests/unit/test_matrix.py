@@ -105,10 +105,11 @@ def test_sweep_expands_to_the_product_of_its_axes_in_order():
         "load-rate-pps-20000-busy-loop-false", "load-rate-pps-20000-busy-loop-true",
         "load-rate-pps-null-busy-loop-false", "load-rate-pps-null-busy-loop-true"]
     assert points[3]["overrides"] == {"measurement.load_rate_pps": 20000, "rt_guest.busy_loop": True}
+    assert points[4]["sets"] == ["measurement.load_rate_pps=null", "rt_guest.busy_loop=false"]
 
 
 def test_no_sweep_is_one_point():
-    assert matrix.expand_sweep(None) == matrix.expand_sweep({}) == [{"label": "", "overrides": {}}]
+    assert matrix.expand_sweep(None) == matrix.expand_sweep({}) == [{"label": "", "overrides": {}, "sets": []}]
 
 
 def test_sweep_entries_load_rate_times_variant():
