@@ -55,7 +55,7 @@ def summarize(writes, ticks, irqs, tsc_khz, answered_s):
 
 
 # After the storm, what says where its interrupts stopped: j (Natsume's counters; first, because
-# read after the long i and M dumps its lines were not in the ring yet: storm-natsume, 06:46),
+# read after the long i and M dumps its lines were not in the ring yet, in a storm-natsume run),
 # i (Xen's IRQs: in-flight, the guest's flags), M (MSI/MSI-X state and mask bits), e (event channels).
 AFTER_KEYS = "jiMe"
 AFTER_DIR = "storm-after"
