@@ -1,7 +1,7 @@
 /*
  * icsstorm: make the RT guest's e1000e fire nonstop, from inside the guest.
  *
- *   icsstorm PHYS_HEX WRITES VALUE_HEX  ->  ICSSTORM writes=<n> ticks=<ticks>
+ *   icsstorm PHYS_HEX WRITES VALUE_HEX  ->  ICSSTORM writes=<n> ticks=<ticks> start=<tsc>
  *
  * Writes VALUE (an interrupt cause, e.g. 0x00100000 = RXQ0) WRITES times to the
  * 32-bit register at physical address PHYS (the device's ICS, BAR0 + 0xC8):
@@ -49,6 +49,8 @@ void __attribute__((noreturn, used)) icsstorm_main(long argc, char **argv)
     p = put_num(p, writes);
     p = put_str(p, " ticks=");
     p = put_num(p, t1 - t0);
+    p = put_str(p, " start=");
+    p = put_num(p, t0);
     p = put_str(p, "\n");
     sys6(1, 1, (long)out, p - out, 0, 0, 0);
     sys6(60, 0, 0, 0, 0, 0, 0);

@@ -14,8 +14,9 @@ from .measure import GuestConsole
 XEN_DEBUG_KEYS = "jeqr"
 # Read in this order: ICR is read-to-clear, so it goes last.
 E1000E_REGISTERS = {"CTRL": 0x0000, "STATUS": 0x0008, "CTRL_EXT": 0x0018, "ITR": 0x00C4, "IMS": 0x00D0,
-                    "EIAC": 0x00DC, "IAM": 0x00E0, "IVAR": 0x00E4, "RDH0": 0x2810, "RDT0": 0x2818,
-                    "TDH0": 0x3810, "TDT0": 0x3818, "ICR": 0x00C0}
+                    "EIAC": 0x00DC, "IAM": 0x00E0, "IVAR": 0x00E4, "EITR0": 0x00E8, "EITR1": 0x00EC,
+                    "EITR2": 0x00F0, "RDH0": 0x2810, "RDT0": 0x2818, "TDH0": 0x3810, "TDT0": 0x3818,
+                    "ICR": 0x00C0}
 # Keys whose handler does not print "'k' pressed": the first line of their own output.
 KEY_HEADERS = {"i": "IRQ information:", "M": "MSI information:", "j": "natsume: fast-path"}
 TAIL_LINES = 40

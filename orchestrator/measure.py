@@ -184,15 +184,16 @@ def start_xentrace(agent, pages):
     return pid
 
 
-def stop_xentrace(agent, pid, share_mount, timeout=60):
-    """SIGINT makes xentrace flush and exit; then the trace and its log go to the host share."""
+def stop_xentrace(agent, pid, share_mount, timeout=60, name=TRACE_FILE):
+    """SIGINT makes xentrace flush and exit; then the trace (as `name`) and its log go to the host share."""
     agent.run(f"kill -INT {pid}", timeout=30)
     for _ in Deadline(timeout).poll(0.5):
         if not agent.run(f"kill -0 {pid}", timeout=30).ok:
             break
     else:
         raise MeasureError(f"xentrace (pid {pid}) did not stop within {timeout} s of SIGINT")
-    agent.run(f"cp {DOM0_TRACE} {share_mount}/{TRACE_FILE} && cp {DOM0_TRACE}.log {share_mount}/xentrace.log",
+    log = "xentrace.log" if name == TRACE_FILE else f"{name}.log"
+    agent.run(f"cp {DOM0_TRACE} {share_mount}/{name} && cp {DOM0_TRACE}.log {share_mount}/{log}",
               timeout=300, check=True)
 
 

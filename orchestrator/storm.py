@@ -9,11 +9,14 @@ same unit, interrupts per 10 ms of guest time, so a reader sees whether the limi
 
 import json
 import re
+import shlex
 import time
 
-from . import diagnose
+from . import diagnose, render, xentrace
 from .deadline import Deadline
-from .measure import GuestConsole, MeasureError, guest_counters, natsume_counters
+from .evaluate import xen_guest_irqs
+from .measure import (GuestConsole, MeasureError, guest_counters, natsume_counters, start_xentrace, stop_xentrace,
+                      xen_irq_table)
 
 ICS_OFFSET = 0xC8  # e1000e Interrupt Cause Set, in BAR0
 # RXQ0, the cause of the RT guest's rx vector. QEMU's e1000e (7.2) sends a cause again only after it
@@ -26,6 +29,7 @@ STORM_CAUSE = 0x00100000
 XEN_RATELIMIT_IRQS = 10_000  # per 10 ms: Xen's irq_ratelimit_threshold default
 WINDOW_MS = 10
 STORM_FILE = "storm.json"
+TRACE_FILE = "storm-xentrace.bin"
 
 # The e1000e's BAR0 from the RT guest's sysfs (the PV guest sees the machine address), then the writes.
 GUEST_COMMAND = ("d=$(ls -d /sys/bus/pci/drivers/e1000e/0000:* | head -n1); set -- $(head -n1 $d/resource); "
@@ -38,11 +42,11 @@ def irq_total(counters):
 
 
 def parse_storm(text):
-    """-> (writes, ticks) from icsstorm's line, or MeasureError with what it printed."""
-    m = re.search(r"^ICSSTORM writes=(\d+) ticks=(\d+)", text, re.M)
+    """-> (writes, ticks, start TSC) from icsstorm's line, or MeasureError with what it printed."""
+    m = re.search(r"^ICSSTORM writes=(\d+) ticks=(\d+) start=(\d+)", text, re.M)
     if not m:
         raise MeasureError(f"the RT guest's icsstorm printed no result:\n{text[-500:]}")
-    return int(m.group(1)), int(m.group(2))
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
 def summarize(writes, ticks, irqs, tsc_khz, answered_s):
@@ -61,6 +65,28 @@ AFTER_KEYS = "jiMe"
 AFTER_DIR = "storm-after"
 
 
+def rt_domid(agent, s):
+    return int(agent.run(f"xl domid {shlex.quote(s.rt_guest.name)}", timeout=30, check=True).stdout)
+
+
+def xen_view(trace_path, irq_table, domid, start, ticks):
+    """What Xen saw during the storm (TSC start .. start + ticks, the guest's TSC being Xen's), from
+    its trace: interrupt entries on the RT guest's IRQs and upcall deliveries to it. Entries well
+    above the guest's handler runs would say the guest coalesced them (one upcall for several);
+    about as many, that the device sent no more."""
+    records = xentrace.read_trace(trace_path, allow_truncated=True).records
+    irqs = {x.irq for x in xen_guest_irqs(irq_table, domid)}
+    end = start + ticks
+    entries = [v for v in xentrace.vmm_stamps(records, str(trace_path)) if v.irq in irqs and start <= v.tsc <= end]
+    upcalls = [p for p in xentrace.path_records(records, str(trace_path))
+               if p.domid == domid and start <= p.bounce_tsc <= end]
+    per_irq = {}
+    for v in entries:
+        per_irq[str(v.irq)] = per_irq.get(str(v.irq), 0) + 1
+    return {"entries": len(entries), "entries_per_irq": per_irq, "upcalls": len(upcalls),
+            "lost_records": xentrace.lost_records(records)}
+
+
 def storm(agent, s, raw_dir, tsc_khz, timeout, machine=None):
     """Run the storm, prove the RT guest and dom0 answer after it, keep the state after it
     (raw/storm-after/: Xen's debug keys, the guest's /proc/interrupts, the e1000e's registers);
@@ -69,14 +95,17 @@ def storm(agent, s, raw_dir, tsc_khz, timeout, machine=None):
     rt = GuestConsole(agent, s.rt_guest.name)
     before = irq_total(guest_counters(rt))
     cmd = GUEST_COMMAND.format(offset=ICS_OFFSET, writes=s.measurement.storm_ics_writes, value=STORM_CAUSE)
+    trace_pid = start_xentrace(agent, s.hypervisor.trace_buffer_pages)  # what Xen saw of it
     out = rt.command(cmd, r"^ICSSTORM(-ERROR)? ", d.left)
-    writes, ticks = parse_storm(out)
+    writes, ticks, start = parse_storm(out)
     t0 = time.monotonic()
     rt.command("echo STORM-ANSWERED", r"^STORM-ANSWERED", d.slice(120))  # the RT pCPU is not livelocked
     answered = time.monotonic() - t0
     irqs = irq_total(guest_counters(rt)) - before
     agent.run("xl list", timeout=d.slice(60), check=True)  # nor is dom0
+    stop_xentrace(agent, trace_pid, render.SHARE_MOUNT, name=TRACE_FILE)
     result = summarize(writes, ticks, irqs, tsc_khz, answered)
+    result["xen"] = xen_view(raw_dir / TRACE_FILE, xen_irq_table(agent), rt_domid(agent, s), start, ticks)
     result.update(cause=f"{STORM_CAUSE:#010x}", interrupt_throttle_rate=s.rt_guest.interrupt_throttle_rate)
     if s.hypervisor.variant == "natsume":
         fast, dropped = natsume_counters(agent, raw_dir / "natsume-counters-storm.txt")
@@ -86,5 +115,6 @@ def storm(agent, s, raw_dir, tsc_khz, timeout, machine=None):
         (raw_dir / AFTER_DIR).mkdir(exist_ok=True)
         diagnose.collect(agent, machine, s, raw_dir / AFTER_DIR, keys=AFTER_KEYS)
     return (f"{writes} ICS writes in {ticks} ticks -> {irqs} interrupts "
+            f"(Xen, during the writes: {result['xen']['entries']} entries, {result['xen']['upcalls']} upcalls) "
             f"({result['interrupts_per_10ms']:.0f} per 10 ms; Xen's limiter: {XEN_RATELIMIT_IRQS}); "
             f"the RT guest answered {answered:.1f} s later, dom0 too")

@@ -8,7 +8,7 @@ from tests.conftest import ROOT
 
 
 def test_parse_storm_reads_icsstorm_line():
-    assert storm.parse_storm("junk\nICSSTORM writes=1000000 ticks=123456789\n$ ") == (1000000, 123456789)
+    assert storm.parse_storm("junk\nICSSTORM writes=1000000 ticks=123456789 start=42\n$ ") == (1000000, 123456789, 42)
 
 
 def test_parse_storm_error_carries_what_the_guest_printed():
@@ -57,3 +57,17 @@ def test_debug_keys_without_a_pressed_line_are_cut_at_their_own_header():
     i_part, e_part = text.split("==== xl debug-keys e")
     assert i_part.count("IRQ:  29") == 60 and "boot" not in i_part
     assert "'e' pressed" in e_part and "boot" not in e_part
+
+
+def test_xen_view_counts_entries_on_the_rt_guests_irqs_and_its_upcalls(tmp_path):
+    """Xen's side of a storm from its trace: entries on the RT guest's IRQs only (not dom0's) and the
+    upcalls delivered to the RT domain, inside the storm's TSC window only."""
+    from tests.unit.test_evaluate import IRQ_TABLE
+    from tests.unit.test_xentrace import natsume, path, window
+
+    trace = tmp_path / "storm-xentrace.bin"
+    trace.write_bytes(window(1, natsume(0x51, 29, 1, 1_000), natsume(0x51, 29, 1, 5_000), natsume(0x59, 30, 1, 9_000),
+                             path(1, 0, 0, 2_000, 1_500), path(0, 0, 0, 2_500, 2_400))
+                      + window(0, natsume(0x38, 16, 0, 3_000)))
+    view = storm.xen_view(trace, IRQ_TABLE, 1, start=900, ticks=6_000)  # the storm: TSC 900 .. 6,900
+    assert view == {"entries": 2, "entries_per_irq": {"29": 2}, "upcalls": 1, "lost_records": 0}
