@@ -60,3 +60,21 @@ static char *put_str(char *p, const char *s)
         *p++ = *s++;
     return p;
 }
+
+/* " key=<v>": one field of a result line. */
+static char *put_field(char *p, const char *key, u64 v)
+{
+    return put_num(put_str(p, key), v);
+}
+
+/* Write the line out[0..p) to stdout and exit with `code`. */
+static void __attribute__((noreturn)) write_and_exit(const char *out, const char *p, long code)
+{
+    sys6(1, 1, (long)out, p - out, 0, 0, 0);
+    sys6(60, code, 0, 0, 0, 0, 0);
+    __builtin_unreachable();
+}
+
+/* The kernel starts a static binary with argc at (%rsp), argv after it: call main(argc, argv). */
+#define FREESTANDING_START(main) \
+    __asm__(".globl _start\n_start:\n\tmov (%rsp), %rdi\n\tlea 8(%rsp), %rsi\n\tand $-16, %rsp\n\tcall " #main "\n")

@@ -17,14 +17,8 @@
 static void __attribute__((noreturn)) fail(const char *what, long err)
 {
     char out[128], *p = out;
-    p = put_str(p, "ICSSTORM-ERROR ");
-    p = put_str(p, what);
-    p = put_str(p, " errno=");
-    p = put_num(p, (u64)-err);
-    p = put_str(p, "\n");
-    sys6(1, 1, (long)out, p - out, 0, 0, 0);
-    sys6(60, 2, 0, 0, 0, 0, 0);
-    __builtin_unreachable();
+    p = put_field(put_str(put_str(p, "ICSSTORM-ERROR "), what), " errno=", (u64)-err);
+    write_and_exit(out, put_str(p, "\n"), 2);
 }
 
 void __attribute__((noreturn, used)) icsstorm_main(long argc, char **argv)
@@ -45,17 +39,10 @@ void __attribute__((noreturn, used)) icsstorm_main(long argc, char **argv)
     for (u64 i = 0; i < writes; i++)
         *reg = value;
     u64 t1 = tsc();
-    p = put_str(p, "ICSSTORM writes=");
-    p = put_num(p, writes);
-    p = put_str(p, " ticks=");
-    p = put_num(p, t1 - t0);
-    p = put_str(p, " start=");
-    p = put_num(p, t0);
-    p = put_str(p, "\n");
-    sys6(1, 1, (long)out, p - out, 0, 0, 0);
-    sys6(60, 0, 0, 0, 0, 0, 0);
-    __builtin_unreachable();
+    p = put_field(put_str(p, "ICSSTORM"), " writes=", writes);
+    p = put_field(p, " ticks=", t1 - t0);
+    p = put_field(p, " start=", t0);
+    write_and_exit(out, put_str(p, "\n"), 0);
 }
 
-/* The kernel starts us with argc at (%rsp), argv after it. */
-__asm__(".globl _start\n_start:\n\tmov (%rsp), %rdi\n\tlea 8(%rsp), %rsi\n\tand $-16, %rsp\n\tcall icsstorm_main\n");
+FREESTANDING_START(icsstorm_main);

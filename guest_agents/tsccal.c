@@ -44,22 +44,14 @@ void __attribute__((noreturn, used)) tsccal_main(long argc, char **argv)
     char out[128], *p = out;
     if (argc != 3) {
         p = put_str(p, "TSCCAL-ERROR usage: tsccal N TRIALS\n");
-        sys6(1, 1, (long)out, p - out, 0, 0, 0);
-        sys6(60, 2, 0, 0, 0, 0, 0);
+        write_and_exit(out, p, 2);
     }
     u64 n = parse(argv[1], 10), trials = parse(argv[2], 10);
     u64 base = min_over(0, trials), loop = min_over(n, trials);
-    p = put_str(p, "TSCCAL n=");
-    p = put_num(p, 2 * n);
-    p = put_str(p, " base=");
-    p = put_num(p, base);
-    p = put_str(p, " loop=");
-    p = put_num(p, loop);
-    p = put_str(p, "\n");
-    sys6(1, 1, (long)out, p - out, 0, 0, 0);
-    sys6(60, 0, 0, 0, 0, 0, 0);
-    __builtin_unreachable();
+    p = put_field(put_str(p, "TSCCAL"), " n=", 2 * n);
+    p = put_field(p, " base=", base);
+    p = put_field(p, " loop=", loop);
+    write_and_exit(out, put_str(p, "\n"), 0);
 }
 
-/* The kernel starts us with argc at (%rsp), argv after it. */
-__asm__(".globl _start\n_start:\n\tmov (%rsp), %rdi\n\tlea 8(%rsp), %rsi\n\tand $-16, %rsp\n\tcall tsccal_main\n");
+FREESTANDING_START(tsccal_main);
