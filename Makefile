@@ -16,7 +16,7 @@ testbed: setup
 run: setup
 	$(PY) -m orchestrator --file $(TESTBED_FILE) run $(SCENARIO)
 
-# The fault table (about 40 min of real boots) runs with `make faults`, not in `make test`.
+# The fault table (about 25 min of real boots) runs with `make faults`, not in `make test`.
 test: setup
 	$(PY) -m pytest -v -m "not faults" tests
 

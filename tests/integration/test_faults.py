@@ -4,7 +4,7 @@ stage and the cause, and leave nothing behind. Adding a fault is a row of FAULTS
 
 Each case runs `python -m tests.integration.fault_harness` (the real CLI; see there for the two
 faults made inside the guests) as a subprocess on its own UDP ports and results folder, waits for
-a stage's line, injects, and checks the evidence. `make faults` runs the table (about 40 min);
+a stage's line, injects, and checks the evidence. `make faults` runs the table (about 25 min);
 it is kept out of `make test` for CI's time (see the README)."""
 
 import json
