@@ -8,7 +8,7 @@ measured e1000e's registers as QEMU sees them.
 import json
 import shlex
 
-from .measure import GuestConsole
+from .measure import XEN_KEY_HEADERS, GuestConsole
 
 # j: Natsume's counters (stock Xen has no `j`); e: event channels; q: domains and vCPUs; r: run queues.
 XEN_DEBUG_KEYS = "jeqr"
@@ -17,8 +17,6 @@ E1000E_REGISTERS = {"CTRL": 0x0000, "STATUS": 0x0008, "CTRL_EXT": 0x0018, "ITR":
                     "EIAC": 0x00DC, "IAM": 0x00E0, "IVAR": 0x00E4, "EITR0": 0x00E8, "EITR1": 0x00EC,
                     "EITR2": 0x00F0, "RDH0": 0x2810, "RDT0": 0x2818, "TDH0": 0x3810, "TDT0": 0x3818,
                     "ICR": 0x00C0}
-# Keys whose handler does not print "'k' pressed": the first line of their own output.
-KEY_HEADERS = {"i": "IRQ information:", "M": "MSI information:", "j": "natsume: fast-path"}
 TAIL_LINES = 40
 GUEST_TIMEOUT_S = 15  # a hung RT guest answers nothing: do not wait for it longer than this
 
@@ -47,7 +45,7 @@ def xen_debug_keys(agent, keys=XEN_DEBUG_KEYS):
     for key in keys:
         res = agent.run(f"xl debug-keys {key} && sleep 1 && xl dmesg", timeout=30)
         text = res.stdout
-        start = text.rfind(KEY_HEADERS.get(key, f"'{key}' pressed"))
+        start = text.rfind(XEN_KEY_HEADERS.get(key, f"'{key}' pressed"))
         if start >= 0:
             text = text[text.rfind("\n", 0, start) + 1:]
         else:  # a handler that does not announce itself (Natsume's j): the ring's end

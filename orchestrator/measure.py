@@ -150,10 +150,19 @@ def check_tsc_native(agent, domid):
                            f"debug key shows mode={modes[-1] if modes else '?'}; 2 is native)")
 
 
+# The first line of a debug key's output, where its handler prints no "'k' pressed" line.
+XEN_KEY_HEADERS = {"i": "IRQ information:", "M": "MSI information:", "j": "natsume: fast-path"}
+
+
 def xen_irq_table(agent):
     """Xen's IRQ table (debug key `i`), the last dump in its console ring."""
     text = agent.run("xl debug-keys i; xl dmesg", timeout=60, check=True).stdout
-    return text[text.rfind("IRQ information"):] if "IRQ information" in text else text
+    header = XEN_KEY_HEADERS["i"]
+    return text[text.rfind(header):] if header in text else text
+
+
+def rt_domid(agent, s):
+    return int(agent.run(f"xl domid {shlex.quote(s.rt_guest.name)}", timeout=30, check=True).stdout)
 
 
 SYSINFO = {
@@ -232,7 +241,7 @@ def measure(agent, s, share_dir, say):
     rt = GuestConsole(agent, s.rt_guest.name)
     rec = MeasureRecords(trace_path=share_dir / TRACE_FILE, guest_dump_path=share_dir / GUEST_DUMP)
     rec.tsc_khz = tsc_khz(agent)
-    rec.rt_domid = int(agent.run(f"xl domid {shlex.quote(s.rt_guest.name)}", timeout=30, check=True).stdout)
+    rec.rt_domid = rt_domid(agent, s)
     check_tsc_native(agent, rec.rt_domid)
     mode = re.search(r"TESTBED-IRQMODE \S+ (\S+)", agent.run(f"cat {rt.log}", timeout=60).stdout)
     rec.guest_irq_mode = mode.group(1) if mode else "unknown"
@@ -267,7 +276,8 @@ def measure(agent, s, share_dir, say):
 def natsume_counters(agent, path):
     """Natsume's evidence (debug key j): how many interrupts took the fast path; -> (irqs, dropped)."""
     text = agent.run("xl debug-keys j; xl dmesg | tail -n 40", timeout=60, check=True).stdout
-    text = text[text.rfind("natsume: fast-path"):] if "natsume: fast-path" in text else text
+    header = XEN_KEY_HEADERS["j"]
+    text = text[text.rfind(header):] if header in text else text
     path.write_text(text)
     m = re.search(r"natsume: fast-path irqs=(\d+)", text)
     if not m:

@@ -9,14 +9,14 @@ same unit, interrupts per 10 ms of guest time, so a reader sees whether the limi
 
 import json
 import re
-import shlex
 import time
+from collections import Counter
 
 from . import diagnose, render, xentrace
 from .deadline import Deadline
 from .evaluate import xen_guest_irqs
-from .measure import (GuestConsole, MeasureError, guest_counters, natsume_counters, start_xentrace, stop_xentrace,
-                      xen_irq_table)
+from .measure import (GuestConsole, MeasureError, guest_counters, natsume_counters, rt_domid, start_xentrace,
+                      stop_xentrace, xen_irq_table)
 
 ICS_OFFSET = 0xC8  # e1000e Interrupt Cause Set, in BAR0
 # RXQ0, the cause of the RT guest's rx vector. QEMU's e1000e (7.2) sends a cause again only after it
@@ -68,10 +68,6 @@ AFTER_KEYS = "jiMe"
 AFTER_DIR = "storm-after"
 
 
-def rt_domid(agent, s):
-    return int(agent.run(f"xl domid {shlex.quote(s.rt_guest.name)}", timeout=30, check=True).stdout)
-
-
 def xen_view(trace_path, irq_table, domid, start, ticks):
     """What Xen saw during the storm (TSC start .. start + ticks, the guest's TSC being Xen's), from
     its trace: interrupt entries on the RT guest's IRQs and upcall deliveries to it. Entries well
@@ -83,10 +79,8 @@ def xen_view(trace_path, irq_table, domid, start, ticks):
     entries = [v for v in xentrace.vmm_stamps(records, str(trace_path)) if v.irq in irqs and start <= v.tsc <= end]
     upcalls = [p for p in xentrace.path_records(records, str(trace_path))
                if p.domid == domid and start <= p.bounce_tsc <= end]
-    per_irq = {}
-    for v in entries:
-        per_irq[str(v.irq)] = per_irq.get(str(v.irq), 0) + 1
-    return {"entries": len(entries), "entries_per_irq": per_irq, "upcalls": len(upcalls),
+    return {"entries": len(entries), "entries_per_irq": dict(Counter(str(v.irq) for v in entries)),
+            "upcalls": len(upcalls),
             "lost_records": xentrace.lost_records(records)}
 
 
