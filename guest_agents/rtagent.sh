@@ -18,8 +18,8 @@
 #                   -> RTAGENT-STOPPED entries=<n> overrun=<n> dropped=<n>
 #                      and the RTAGENT-COUNTERS line
 #   rtagent dump    -> RTAGENT-DUMP-BEGIN, our trace lines as ftrace prints them
-#                      (x86-tsc timestamps; an upcall line only when an IRQ
-#                      entry follows it on the same CPU), RTAGENT-DUMP-END lines=<n>
+#                      (x86-tsc timestamps; IRQ entries and every upcall line),
+#                      RTAGENT-DUMP-END lines=<n>
 #   rtagent counters
 #                   -> RTAGENT-COUNTERS if=<iface> rx_packets=.. rx_dropped=..
 #                      rx_missed_errors=.. rx_fifo_errors=.. rx_errors=..
@@ -195,18 +195,15 @@ cmd_dump() {
     tracefs
     quiet_console
     echo "RTAGENT-DUMP-BEGIN"
-    # Our events only: IRQ entries (the filter already picked the IRQs) and the
-    # upcall stamp right before one on the same CPU. Header lines dropped.
+    # Our events only: IRQ entries (the filter already picked the IRQs) and every
+    # upcall stamp (the host aligns each TSC read of the ftrace clock with the vCPU
+    # plugin's records, so none may be left out). Header lines dropped.
     n=$(awk -v up="$(get_state upcall)" -v out=/tmp/rtagent.dump '
         /^#/ { next }
         {
             if (match($0, /\[[0-9]+\]/) == 0) next
-            cpu = substr($0, RSTART, RLENGTH)
-            if (index($0, ": irq_handler_entry: ")) {
-                if (cpu in last) { print last[cpu] > out; delete last[cpu]; n++ }
+            if (index($0, ": irq_handler_entry: ") || (up != "none" && up != "" && index($0, " " up ": "))) {
                 print > out; n++
-            } else if (up != "none" && up != "" && index($0, " " up ": ")) {
-                last[cpu] = $0
             }
         }
         END { print n + 0 }' $T/trace)

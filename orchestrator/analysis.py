@@ -226,19 +226,30 @@ BASE_COLUMNS = ("sequence", "cpu", "irq", "vmm_tsc", "guest_tsc", "upcall_tsc", 
 
 def csv_columns():
     from .breakdown import SEGMENT_NAMES
-    return BASE_COLUMNS + ("path",) + SEGMENT_NAMES
+    from .vcpucount import SPLIT_COLUMNS
+    return BASE_COLUMNS + ("path",) + SEGMENT_NAMES + SPLIT_COLUMNS
 
 
-def write_samples_csv(path, samples, breakdowns=None):
+def accepted_csv_headers():
+    """The current header, and the one before the vCPU split columns (read with those empty)."""
+    from .vcpucount import SPLIT_COLUMNS
+    return (csv_columns(), csv_columns()[:-len(SPLIT_COLUMNS)])
+
+
+def write_samples_csv(path, samples, breakdowns=None, splits=None):
+    """splits: vcpucount.split_samples()'s rows, one per sample (None: the plugin did not run)."""
     from .breakdown import SEGMENT_NAMES
+    from .vcpucount import SPLIT_COLUMNS
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(csv_columns())
         for i, s in enumerate(samples):
             b = breakdowns[i] if breakdowns else None
             segs = [("" if b is None or b.segments[n] is None else b.segments[n]) for n in SEGMENT_NAMES]
+            split = splits[i] if splits else {}
+            own = ["" if split.get(n) is None else split[n] for n in SPLIT_COLUMNS]
             w.writerow((s.seq, s.cpu, s.irq, s.vmm_tsc, s.guest_tsc, "" if s.upcall_tsc is None else s.upcall_tsc,
-                        s.latency_ticks, f"{s.latency_ns:.3f}", "" if b is None else b.path, *segs))
+                        s.latency_ticks, f"{s.latency_ns:.3f}", "" if b is None else b.path, *segs, *own))
 
 
 def read_samples_csv(path):
@@ -248,15 +259,16 @@ def read_samples_csv(path):
             rows = list(csv.reader(f))
     except OSError as exc:
         raise AnalysisError(f"{path}: cannot read samples: {exc.strerror}") from None
-    columns = csv_columns()
-    if not rows or tuple(rows[0]) != columns:
+    if not rows or tuple(rows[0]) not in accepted_csv_headers():
         found = ",".join(rows[0]) if rows else "an empty file"
-        raise AnalysisError(f"{path}:1: expected header {','.join(columns)}, found {found}")
+        raise AnalysisError(f"{path}:1: expected header {','.join(csv_columns())}, found {found}")
+    columns = tuple(rows[0])
     return [_csv_row(path, n, row, columns) for n, row in enumerate(rows[1:], start=2) if row]
 
 
 def _csv_row(path, line, row, columns):
     from .breakdown import PATHS, SEGMENT_NAMES, Breakdown
+    from .vcpucount import SPLIT_COLUMNS
     if len(row) != len(columns):
         raise AnalysisError(f"{path}:{line}: {len(row)} fields, expected {len(columns)}")
     values = {}
@@ -266,7 +278,7 @@ def _csv_row(path, line, row, columns):
                 raise AnalysisError(f"{path}:{line}: column path: {text!r} is not one of {', '.join(PATHS)}")
             values[column] = text
             continue
-        if text == "" and (column == "upcall_tsc" or column in SEGMENT_NAMES):
+        if text == "" and (column == "upcall_tsc" or column in SEGMENT_NAMES or column in SPLIT_COLUMNS):
             values[column] = None
             continue
         try:
@@ -291,6 +303,16 @@ IRQ_ENTRY = re.compile(r"^irq=(?P<irq>-?\d+) name=(?P<name>.*\S)\s*$")
 LOST = re.compile(r"^\s*CPU:(?P<cpu>\d+) \[LOST (?P<n>\d+) EVENTS\]\s*$")
 # The PV guest's event-channel upcall, as a function-tracer entry or a kprobe event of that name.
 UPCALL_EVENTS = ("xen_evtchn_do_upcall", "__xen_evtchn_do_upcall", "xen_pv_evtchn_do_upcall")
+
+
+def ftrace_timestamps(text):
+    """Every event's timestamp in ftrace text (x86-tsc: raw TSC values), in order."""
+    out = []
+    for line in text.splitlines():
+        m = FTRACE_LINE.match(line)
+        if m and "." not in m.group("ts"):
+            out.append(int(m.group("ts")))
+    return out
 
 
 @dataclass

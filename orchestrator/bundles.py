@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 
-from . import analysis, bundle, report, report_html
+from . import analysis, bundle, report, report_html, vcpucount
 from .errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, TestbedError
 
 MAX_ARCHIVE_BYTES = 4 << 30  # uncompressed bytes an archive may unpack to
@@ -243,7 +243,7 @@ def check_samples(view):
     if header == OLD_SAMPLES_HEADER:
         raise BundleError(f"{view.where('samples.csv')}: the layout before instruction timing (latency_cycles, no "
                           f"path or segment columns): rebuild it with `testbed reanalyze {view.source}`")
-    if header != analysis.csv_columns():
+    if header not in analysis.accepted_csv_headers():
         raise BundleError(f"{view.where('samples.csv')}:1: header {','.join(header)[:200]!r} is not "
                           f"{','.join(analysis.csv_columns())}: an older or foreign layout")
     if view.json("summary.json") is None:
@@ -551,6 +551,9 @@ def records_of(view, s, scratch):
     xl_list = _read(raw / "sysinfo-before" / "xl-list.txt") or _read(logs / "xl-list.txt")
     rec.rt_domid = first("rt_domid", ("xl list", lambda: _domid(xl_list, rt_name)),
                          ("summary.json", lambda: summary["xen_irqs_of_rt_guest"][0]["domid"]))
+    if (raw / vcpucount.LOG_FILE).exists() and isinstance(s.rt_guest.pcpu, int):
+        rec.vcpu_log, rec.rt_pcpu = raw / vcpucount.LOG_FILE, s.rt_guest.pcpu
+        sources["vcpu_log"] = f"raw/{vcpucount.LOG_FILE}"
     missing = [k for k, v in (("the TSC frequency (logs/xl-info.txt or summary.json)", rec.tsc_khz),
                               ("the RT guest's domain id (xl list or summary.json)", rec.rt_domid)) if v is None]
     if missing:

@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from . import analysis, breakdown, report, xentrace
+from . import analysis, breakdown, report, vcpucount, xentrace
 from .scenario import TIMINGS
 
 GUEST_IRQ_NAMES = ("eth0*",)  # the e1000e's vectors in the RT guest: eth0, eth0-rx-0, eth0-tx-0
@@ -129,7 +129,9 @@ def evaluate(s, rec, out_dir, accel):
     unpaired_pct = 100 * bad / (len(pairing.samples) + bad) if pairing.samples or bad else 0.0
     paths = xentrace.path_records(trace.records, str(rec.trace_path))
     breakdowns = breakdown.attach(pairing.samples, paths, rec.rt_domid)
-    analysis.write_samples_csv(out_dir / "samples.csv", pairing.samples, breakdowns)
+    splits, vcpu_split = split_by_vcpu(rec, trace.records, analysis.ftrace_timestamps(body), pairing.samples,
+                                       breakdowns)
+    analysis.write_samples_csv(out_dir / "samples.csv", pairing.samples, breakdowns, splits)
     m = s.measurement
     timing = s.machine.timing
     summary = {
@@ -148,6 +150,7 @@ def evaluate(s, rec, out_dir, accel):
         "natsume_fast_path_irqs": rec.natsume_fast_path, "natsume_dropped": rec.natsume_dropped or None,
         "path_records": len(paths), "paths": breakdown.path_counts(breakdowns),
         "breakdown": breakdown.segment_stats(breakdowns, [x.latency_ticks for x in pairing.samples]),
+        "vcpu_split": vcpu_split,
         "counters_before": rec.counters_before, "counters_after": rec.counters_after,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -179,6 +182,17 @@ def evaluate(s, rec, out_dir, accel):
                             f"fast path took {rec.natsume_fast_path} interrupts (read later; more handler runs would "
                             "mean some came by stock Xen's path)"))
     return summary, checks
+
+
+def split_by_vcpu(rec, records, clocks, samples, breakdowns):
+    """The vCPU plugin's split of each sample (vcpucount.py) -> (rows or None, summary or None).
+    clocks: every TSC the RT guest's ftrace clock read (each line of the dump)."""
+    if rec.vcpu_log is None or not rec.vcpu_log.exists():
+        return None, None
+    events, totals = vcpucount.read_log(rec.vcpu_log)
+    entries = [v.tsc for v in xentrace.vmm_stamps(records) if v.cpu == rec.rt_pcpu]
+    rows, split = vcpucount.split_samples(samples, entries, clocks, events)
+    return rows, vcpucount.split_stats(rows, samples, breakdowns, rec.rt_pcpu, len(events), totals)
 
 
 def guest_handled_irqs(rec):

@@ -33,6 +33,14 @@ class Recipe:
     inputs: tuple = ()  # extra files whose content is part of the key
     needs: tuple = ()  # names of images passed as arguments after OUT
     env: dict = field(default_factory=dict)
+    facts: tuple = ()  # callables -> text: host facts the image depends on, part of the key
+
+
+def installed_qemu():
+    """The source version of the host's QEMU: the vCPU plugin is built against its header."""
+    done = subprocess.run(["dpkg-query", "-W", "-f=${source:Version}", "qemu-system-x86"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else "not installed"
 
 
 def xen_patches(variant):
@@ -58,6 +66,8 @@ def recipes(variant="stock"):
                                           ROOT / "guest_agents" / "freestanding.h"),
                                   needs=("kernel",)),
         "dom0-rootfs": Recipe("dom0-rootfs", "build-dom0-rootfs.sh", needs=("kernel",)),
+        "vcpu-plugin": Recipe("vcpu-plugin", "build-vcpu-plugin.sh", inputs=(IMAGES / "plugin" / "vcpucount.c",),
+                              facts=(installed_qemu,)),
     }
 
 
@@ -83,7 +93,8 @@ def cache_keys(variant="stock"):
             missing = [p for p in (IMAGES / r.script, *r.inputs) if not Path(p).exists()]
             if missing:
                 raise ImageError(f"image '{name}': input file missing: {', '.join(map(str, missing))}")
-            keys[name] = _digest([IMAGES / r.script, *COMMON_INPUTS, *r.inputs], [key(n) for n in r.needs])
+            keys[name] = _digest([IMAGES / r.script, *COMMON_INPUTS, *r.inputs],
+                                 [key(n) for n in r.needs] + [fact() for fact in r.facts])
         return keys[name]
 
     for name in table:
@@ -111,6 +122,18 @@ class Images:
     @property
     def guest_initrd(self):
         return self.dirs["guest-initramfs"] / "guest-initrd.cpio.gz"
+
+    @property
+    def vcpu_plugin(self):
+        return self.dirs["vcpu-plugin"] / "vcpucount.so" if "vcpu-plugin" in self.dirs else None
+
+    @property
+    def xen_syms(self):
+        return self.xen.with_name("xen-syms")
+
+    @property
+    def system_map(self):
+        return self.dirs["kernel"] / "System.map"
 
     @property
     def dom0_rootfs(self):

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import progress, render, traffic, xentrace
+from . import progress, render, traffic, vcpucount, xentrace
 from .boot import GUEST_LOG, BootFailure
 from .deadline import Deadline
 
@@ -46,6 +46,8 @@ class MeasureRecords:
     natsume_fast_path: int = None  # interrupts Natsume's dedicated handler took (None: stock)
     natsume_dropped: dict = field(default_factory=dict)  # Natsume's silent losses: {"unbound": n, "busy": n}
     calibration: dict = field(default_factory=dict)  # calibrate(): what one TSC tick is in this run
+    vcpu_log: Path = None  # the vCPU plugin's records (None: it did not run)
+    rt_pcpu: int = 0
 
 
 class GuestConsole:
@@ -230,8 +232,9 @@ def send_traffic(s, say):
     return result
 
 
-def measure(agent, s, share_dir, say):
-    """Run the procedure; -> MeasureRecords (raw files land in share_dir). With
+def measure(agent, s, share_dir, say, vcpu_ctl=None):
+    """Run the procedure; -> MeasureRecords (raw files land in share_dir). `vcpu_ctl`: the vCPU
+    plugin's control file, when it runs (its log is share_dir/vcpucount.LOG_FILE). With
     `measurement.stamping: false` no probe runs: only the traffic and the counters (the probes'
     own cost is the difference in what the guests absorb)."""
     share_dir = Path(share_dir)
@@ -241,6 +244,11 @@ def measure(agent, s, share_dir, say):
     rt = GuestConsole(agent, s.rt_guest.name)
     rec = MeasureRecords(trace_path=share_dir / TRACE_FILE, guest_dump_path=share_dir / GUEST_DUMP)
     rec.tsc_khz = tsc_khz(agent)
+    rec.rt_pcpu = s.rt_guest.pcpu
+    if vcpu_ctl:
+        lo, hi = vcpucount.activate_guest_clock(agent, vcpu_ctl)
+        rec.vcpu_log = share_dir / vcpucount.LOG_FILE
+        say(f"vCPU counts: the guest clock {vcpucount.GUEST_CLOCK_SYMBOL} at {lo:#x}-{hi:#x}")
     rec.rt_domid = rt_domid(agent, s)
     check_tsc_native(agent, rec.rt_domid)
     mode = re.search(r"TESTBED-IRQMODE \S+ (\S+)", agent.run(f"cat {rt.log}", timeout=60).stdout)

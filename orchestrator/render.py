@@ -38,6 +38,8 @@ class RunPaths:
     # A second QMP monitor the testbed never uses: for a person (or the fault suite) to inspect or
     # poke the VM during a run (`stop`, `set_link`, `info`) without taking the testbed's own.
     monitor_socket: str
+    vcpu_log: str = ""  # the vCPU plugin's record log (raw/, beside the traces) and its control file
+    vcpu_ctl: str = ""
 
 
 def shquote(value):
@@ -76,12 +78,15 @@ def dom0_cmdline(s):
     return _render("dom0-cmdline.j2", s=s).strip()
 
 
-def qemu_argv(s, paths, accel):
-    """The QEMU command as a list. `accel` is the resolved accelerator: 'tcg' or 'kvm'."""
+def qemu_argv(s, paths, accel, plugin=None):
+    """The QEMU command as a list. `accel` is the resolved accelerator: 'tcg' or 'kvm'; `plugin`
+    the -plugin value of the vCPU counter (vcpucount.plugin_option), if it runs."""
     for p in (paths.xen, paths.kernel, paths.dom0_initrd, paths.share_dir, paths.serial_log):
         if " " in str(p) or "," in str(p):
             raise ValueError(f"path {p!r} contains a space or a comma; QEMU's options cannot carry it")
-    text = _render("qemu-argv.j2", s=s, paths=paths, accel=accel, qga_port=QGA_PORT, share_tag=SHARE_TAG,
+    if plugin and " " in plugin:
+        raise ValueError(f"the plugin option {plugin!r} contains a space")
+    text = _render("qemu-argv.j2", s=s, paths=paths, accel=accel, plugin=plugin, qga_port=QGA_PORT, share_tag=SHARE_TAG,
                    xen_cmdline=xen_cmdline(s), dom0_cmdline=dom0_cmdline(s))
     return [line for line in text.splitlines() if line]
 
@@ -123,9 +128,9 @@ def shell_lines(argv):
     return " \\\n  ".join(lines) + "\n"
 
 
-def render_all(s, paths, accel):
+def render_all(s, paths, accel, plugin=None):
     """Every rendered file of a scenario, by file name."""
-    argv = qemu_argv(s, paths, accel)
+    argv = qemu_argv(s, paths, accel, plugin)
     return {
         "qemu-argv.txt": "\n".join(argv) + "\n",
         "qemu-cmdline.sh": f"#!/bin/sh\n# QEMU command of scenario {s.name} (accelerator {accel})\n"

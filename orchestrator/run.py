@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from rich.markup import escape
 
-from . import boot, bundle, cpio, diagnose, evaluate, images, measure, render, report, storm
+from . import boot, bundle, cpio, diagnose, evaluate, images, measure, render, report, storm, vcpucount
 from .agent import GuestAgent
 from .console import SerialConsole
 from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, ResultsFolderError, StageError
@@ -38,7 +38,9 @@ class Workdir:
         return render.RunPaths(xen=str(imgs.xen), kernel=str(imgs.kernel), dom0_initrd=str(self.path / "dom0-initrd"),
                                serial_socket=str(self.path / "serial.sock"), serial_log=str(serial_log),
                                qmp_socket=str(self.path / "qmp.sock"), qga_socket=str(self.path / "qga.sock"),
-                               monitor_socket=str(self.path / "monitor.sock"), share_dir=str(share_dir))
+                               monitor_socket=str(self.path / "monitor.sock"), share_dir=str(share_dir),
+                               vcpu_log=str(Path(share_dir) / vcpucount.LOG_FILE),
+                               vcpu_ctl=str(self.path / "vcpu-ctl"))
 
 
 def overlay(s, imgs, files):
@@ -62,14 +64,27 @@ def write_dom0_initrd(target, imgs, overlay_bytes):
         out.write(overlay_bytes)
 
 
+def counts_vcpus(s, accel):
+    return s.machine.vcpu_counts and s.machine.timing == "instructions" and accel == "tcg"
+
+
+def vcpu_plugin(s, imgs, paths, accel):
+    """The -plugin value of the vCPU counter, or None where it does not run."""
+    if not counts_vcpus(s, accel) or imgs.vcpu_plugin is None:
+        return None
+    return vcpucount.plugin_option(imgs.vcpu_plugin, paths.vcpu_log, paths.vcpu_ctl, s.rt_guest.pcpu,
+                                   vcpucount.symbol_range(imgs.xen_syms))
+
+
 def prepare(s, imgs, work, accel, config_dir, serial_log, share_dir):
     """Render every file, write them to config_dir and build dom0's initrd; -> (argv, paths)."""
     Path(share_dir).mkdir(parents=True, exist_ok=True)
     paths = work.paths(imgs, serial_log, share_dir)
-    files = render.render_all(s, paths, accel)
+    plugin = vcpu_plugin(s, imgs, paths, accel)
+    files = render.render_all(s, paths, accel, plugin)
     render.write_all(files, config_dir)
     write_dom0_initrd(paths.dom0_initrd, imgs, overlay(s, imgs, files))
-    return render.qemu_argv(s, paths, accel), paths
+    return render.qemu_argv(s, paths, accel, plugin), paths
 
 
 def real_parts(argv, paths, logs):
@@ -187,7 +202,8 @@ def _storm(r, timeout):
 
 
 def _measure(r, _timeout):
-    r.records = measure.measure(r.agent, r.s, r.bundle.raw, r.say)
+    ctl = r.paths.vcpu_ctl if counts_vcpus(r.s, r.accel) and r.imgs.vcpu_plugin else None
+    r.records = measure.measure(r.agent, r.s, r.bundle.raw, r.say, vcpu_ctl=ctl)
     return f"traffic sent: {_traffic_line(r.records.traffic)}"
 
 

@@ -50,6 +50,9 @@ class Machine:
         choices=list(TIMINGS), doc="instructions: guest TSC counts instructions (-icount shift=0); host: host clock"))
     interrupt_remapping: bool = field(metadata=spec())
     cpu_model: str = field(metadata=spec(choices=["qemu64,+svm", "qemu64"]))
+    vcpu_counts: bool = field(default=True, metadata=spec(
+        doc="instruction timing only: a TCG plugin counts each vCPU's own instructions, so a span splits "
+            "into the RT pCPU's own work, the other vCPUs' slices and skipped idle time"))
 
 
 @dataclass(frozen=True)
@@ -599,6 +602,9 @@ def _check_semantics(s, raw, path, problems):
     if s.machine.timing == "instructions" and s.machine.accel == "kvm":
         bad(("machine", "timing"), "instruction-count timing needs TCG (QEMU's -icount excludes KVM): "
             "use accel: tcg or auto, or timing: host")
+    if s.machine.vcpu_counts and s.machine.timing != "instructions":
+        bad(("machine", "vcpu_counts"), "per-vCPU instruction counts need instruction timing (with the host's "
+            "clock a span is not made of instructions): set vcpu_counts: false or timing: instructions")
     cpus = s.machine.cpus
     for keys, pcpus in ((("dom0", "pcpus"), s.dom0.pcpus), (("load_guest", "pcpus"), s.load_guest.pcpus),
                         (("rt_guest", "pcpu"), (s.rt_guest.pcpu,))):

@@ -154,7 +154,8 @@ def test_stats_edge_cases():
 # ---- samples.csv
 
 HEADER = ("sequence,cpu,irq,vmm_tsc,guest_tsc,upcall_tsc,latency_ticks,latency_ns,path,entry_to_pending,"
-          "pending_to_notify,notify_to_schedin,to_bounce,bounce_to_upcall,upcall_to_handler")
+          "pending_to_notify,notify_to_schedin,to_bounce,bounce_to_upcall,upcall_to_handler,"
+          "rt_own,others,idle_skipped")
 
 
 def test_csv_round_trip_and_exact_columns(tmp_path):
@@ -165,7 +166,8 @@ def test_csv_round_trip_and_exact_columns(tmp_path):
     an.write_samples_csv(path, p.samples, [Breakdown("running", segs), Breakdown("unmatched", dict.fromkeys(SEGMENT_NAMES))])
     lines = path.read_text().splitlines()
     assert lines[0] == HEADER
-    assert lines[1:] == ["0,1,29,1000,1240,,240,100.000,running,40,,,100,,", "1,0,29,2000,2241,,241,100.417,unmatched,,,,,,"]
+    assert lines[1:] == ["0,1,29,1000,1240,,240,100.000,running,40,,,100,,,,,",
+                         "1,0,29,2000,2241,,241,100.417,unmatched,,,,,,,,,"]
     back = an.read_samples_csv(path)
     assert [(s.seq, s.cpu, s.irq, s.vmm_tsc, s.guest_tsc, s.latency_ticks) for s, _ in back] == \
         [(s.seq, s.cpu, s.irq, s.vmm_tsc, s.guest_tsc, s.latency_ticks) for s in p.samples]
@@ -177,16 +179,26 @@ def test_csv_without_breakdown_leaves_the_columns_empty(tmp_path):
     p = an.pair([V(1000)], [G(1240)], KHZ)
     path = tmp_path / "samples.csv"
     an.write_samples_csv(path, p.samples)
-    assert path.read_text().splitlines()[1] == "0,1,29,1000,1240,,240,100.000,,,,,,,"
+    assert path.read_text().splitlines()[1] == "0,1,29,1000,1240,,240,100.000,,,,,,,,,,"
     assert an.read_samples_csv(path)[0][1] is None
+
+
+def test_csv_with_the_vcpu_split_and_the_layout_before_it(tmp_path):
+    p = an.pair([V(1000)], [G(1240)], KHZ)
+    path = tmp_path / "samples.csv"
+    an.write_samples_csv(path, p.samples, splits=[{"rt_own": 200, "others": 30, "idle_skipped": 10}])
+    assert path.read_text().splitlines()[1].endswith(",200,30,10")
+    old = tmp_path / "old.csv"  # written before the split columns: still read
+    old.write_text(HEADER.rsplit(",rt_own", 1)[0] + "\n0,1,29,1000,1240,,240,100.000,,,,,,,\n")
+    assert an.read_samples_csv(old)[0][0].latency_ticks == 240
 
 
 @pytest.mark.parametrize("text, message", [
     ("", r":1: expected header sequence,cpu,.*found an empty file"),
     ("seq,cpu\n", r":1: expected header .* found seq,cpu"),
-    (HEADER + "\n0,1,29,1000,1240,240\n", r":2: 6 fields, expected 15"),
-    (HEADER + "\n0,1,29,1000,1240,,240,1.0,,,,,,,\n1,1,x,1,2,,1,1,,,,,,,\n", r":3: column irq: 'x' is not a number"),
-    (HEADER + "\n0,1,29,1000,1240,,240,1.0,sideways,,,,,,\n", r":2: column path: 'sideways' is not one of"),
+    (HEADER + "\n0,1,29,1000,1240,240\n", r":2: 6 fields, expected 18"),
+    (HEADER + "\n0,1,29,1000,1240,,240,1.0,,,,,,,,,,\n1,1,x,1,2,,1,1,,,,,,,,,,\n", r":3: column irq: 'x' is not a number"),
+    (HEADER + "\n0,1,29,1000,1240,,240,1.0,sideways,,,,,,,,,\n", r":2: column path: 'sideways' is not one of"),
 ])
 def test_bad_csv_names_file_and_line(tmp_path, text, message):
     path = tmp_path / "bad.csv"

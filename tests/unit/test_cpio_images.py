@@ -32,7 +32,7 @@ def test_bad_archive_is_refused():
 def test_cache_keys_are_stable_and_follow_their_inputs(monkeypatch, tmp_path):
     keys = images.cache_keys("stock")
     assert keys == images.cache_keys("stock")
-    assert set(keys) == {"kernel", "xen-stock", "guest-initramfs", "dom0-rootfs"}
+    assert set(keys) == {"kernel", "xen-stock", "guest-initramfs", "dom0-rootfs", "vcpu-plugin"}
     # Changing the guest's /init changes only the guest initramfs key.
     guest_init = images.ROOT / "guest_agents" / "guest-init.sh"
     copy = tmp_path / "guest-init.sh"
@@ -65,3 +65,12 @@ def test_failed_recipe_leaves_no_image_and_names_its_log(monkeypatch, tmp_path):
     assert "exit 3" in str(info.value) and "oops" in str(info.value)
     assert info.value.log_path.exists()
     assert "image demo: [fail] step one" in seen
+
+
+def test_the_vcpu_plugin_key_follows_the_installed_qemu(monkeypatch):
+    """The plugin is built against the header of the host's QEMU: a QEMU upgrade rebuilds it."""
+    before = images.cache_keys("stock")
+    monkeypatch.setattr(images, "installed_qemu", lambda: "1:9.9+dfsg-1")
+    after = images.cache_keys("stock")
+    assert after["vcpu-plugin"] != before["vcpu-plugin"]
+    assert {k: v for k, v in after.items() if k != "vcpu-plugin"} == {k: v for k, v in before.items() if k != "vcpu-plugin"}

@@ -56,7 +56,7 @@ def _with_override(tmp_path, override):
 def test_unknown_key_names_line_field_and_allowed_keys(tmp_path):
     problems, line, path = _with_override(tmp_path, "machine:\n  cpu: 3\n")
     assert problems == [f"{path}:{line + 1}: scenarios.bad.machine.cpu: unknown key 'cpu'; allowed: "
-                        "accel, cpu_model, cpus, interrupt_remapping, memory_mb, timing"]
+                        "accel, cpu_model, cpus, interrupt_remapping, memory_mb, timing, vcpu_counts"]
 
 
 def test_wrong_type(tmp_path):

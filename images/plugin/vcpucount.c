@@ -1,0 +1,234 @@
+/*
+ * vcpucount: a TCG plugin that counts each vCPU's own instructions and logs
+ * them at chosen TSC reads, so a span between two stamps can be split into
+ * the measured pCPU's own work and the slices the other vCPUs ran inside it.
+ *
+ * Under -icount shift=0 with single-threaded TCG the guest TSC advances with
+ * the instructions of every vCPU (round robin), plus the skips of idle time
+ * (sleep=off).  This plugin keeps:
+ *   total      instructions of all vCPUs so far (an inline add per instruction);
+ *   own[v]     the part of total vCPU v executed (attributed when the round
+ *              robin switches vCPU, seen at the start of each block).
+ * At every rdtsc/rdtscp whose address lies in a site range, executed by the
+ * watched vCPU, it appends one record to the log:
+ *   struct { u64 total; u64 own; u64 pc; u32 site; u32 vcpu; }  (32 bytes, LE)
+ * total and own as they were before the rdtsc.  The host aligns these records
+ * with the TSC values the stamps read (orchestrator/vcpucount.py).
+ *
+ * Arguments (-plugin file=vcpucount.so,out=PATH,vcpu=N,site=LO:HI,...):
+ *   out=PATH     the record log (required)
+ *   vcpu=N       log only the reads of vCPU N (default: every vCPU)
+ *   site=LO:HI   a guest-virtual address range [LO, HI) in hex, up to 8;
+ *                the record's site is its position in the argument list;
+ *                every TSC read in it is instrumented at translation
+ *   site=LO:HI:off  the same, logging nothing until the control file narrows it
+ *   ctl=PATH     a control file, read every 100 ms: lines `K LO HI` set the
+ *                part of site K that logs (for a guest kernel, whose symbols
+ *                are known only once it runs: no retranslation needed)
+ * At exit the log ends with one record per vCPU: site 0xffffffff, pc 0,
+ * total, own = that vCPU's instructions over the whole run.
+ *
+ * Built against qemu-plugin.h of Debian's qemu source (images/build-vcpu-plugin.sh).
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <qemu-plugin.h>
+
+QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
+
+#define MAX_VCPUS 64
+#define MAX_SITES 8
+#define SITE_TOTALS 0xffffffffu
+
+struct record {
+    uint64_t total, own, pc;
+    uint32_t site, vcpu;
+};
+
+struct site_insn { /* udata of one instrumented rdtsc (never freed: blocks are retranslated rarely) */
+    uint64_t pc;
+    uint32_t site;
+};
+
+static uint64_t total;            /* inline-incremented before every instruction */
+static uint64_t own[MAX_VCPUS];
+static uint64_t mark;             /* total when vCPU cur took over */
+static unsigned cur;
+static int watch = -1;
+static uint64_t site_lo[MAX_SITES], site_hi[MAX_SITES];
+static volatile uint64_t log_lo[MAX_SITES], log_hi[MAX_SITES]; /* the part that logs */
+static int n_sites;
+static const char *ctl_path;
+static FILE *out;
+/* The host reads the log while QEMU still runs (after each measurement): a
+ * thread flushes it every 100 ms, so no record waits in the buffer for long. */
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static volatile int quitting;
+
+/* Single-threaded TCG: callbacks never run concurrently, so no locking. */
+static void attribute(unsigned vcpu)
+{
+    if (vcpu != cur) {
+        if (cur < MAX_VCPUS)
+            own[cur] += total - mark;
+        mark = total;
+        cur = vcpu;
+    }
+}
+
+static void on_block(unsigned int vcpu, void *udata)
+{
+    attribute(vcpu);
+}
+
+static void on_site(unsigned int vcpu, void *udata)
+{
+    const struct site_insn *s = udata;
+    struct record r;
+
+    attribute(vcpu);
+    if (watch >= 0 && (int)vcpu != watch)
+        return;
+    if (s->pc < log_lo[s->site] || s->pc >= log_hi[s->site])
+        return;
+    r.total = total;
+    r.own = (vcpu < MAX_VCPUS ? own[vcpu] : 0) + (total - mark);
+    r.pc = s->pc;
+    r.site = s->site;
+    r.vcpu = vcpu;
+    pthread_mutex_lock(&out_lock);
+    fwrite(&r, sizeof(r), 1, out);
+    pthread_mutex_unlock(&out_lock);
+}
+
+static int is_tsc_read(const uint8_t *b, size_t n)
+{
+    return (n >= 2 && b[0] == 0x0f && b[1] == 0x31) ||                  /* rdtsc */
+           (n >= 3 && b[0] == 0x0f && b[1] == 0x01 && b[2] == 0xf9);     /* rdtscp */
+}
+
+static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+{
+    size_t n = qemu_plugin_tb_n_insns(tb);
+
+    qemu_plugin_register_vcpu_tb_exec_cb(tb, on_block, QEMU_PLUGIN_CB_NO_REGS, NULL);
+    for (size_t i = 0; i < n; i++) {
+        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        uint64_t pc = qemu_plugin_insn_vaddr(insn);
+
+        for (int k = 0; k < n_sites; k++) {
+            if (pc >= site_lo[k] && pc < site_hi[k] &&
+                is_tsc_read(qemu_plugin_insn_data(insn), qemu_plugin_insn_size(insn))) {
+                struct site_insn *s = malloc(sizeof(*s));
+
+                s->pc = pc;
+                s->site = k;
+                qemu_plugin_register_vcpu_insn_exec_cb(insn, on_site, QEMU_PLUGIN_CB_NO_REGS, s);
+                break;
+            }
+        }
+        /* after the site callback, so a record's total excludes the rdtsc itself */
+        qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64, &total, 1);
+    }
+}
+
+static void read_ctl(void)
+{
+    FILE *f = fopen(ctl_path, "r");
+    unsigned k;
+    uint64_t lo, hi;
+
+    if (!f)
+        return;
+    while (fscanf(f, "%u %" SCNx64 " %" SCNx64, &k, &lo, &hi) == 3) {
+        if (k < (unsigned)n_sites) {
+            log_lo[k] = lo;
+            log_hi[k] = hi;
+        }
+    }
+    fclose(f);
+}
+
+static void *flusher(void *arg)
+{
+    while (!quitting) {
+        usleep(100 * 1000);
+        if (ctl_path)
+            read_ctl();
+        pthread_mutex_lock(&out_lock);
+        fflush(out);
+        pthread_mutex_unlock(&out_lock);
+    }
+    return NULL;
+}
+
+static void on_quit(qemu_plugin_id_t id, void *p)
+{
+    attribute(MAX_VCPUS); /* close the running vCPU's share */
+    pthread_mutex_lock(&out_lock);
+    quitting = 1;
+    for (unsigned v = 0; v < MAX_VCPUS; v++) {
+        struct record r = { total, own[v], 0, SITE_TOTALS, v };
+
+        if (own[v])
+            fwrite(&r, sizeof(r), 1, out);
+    }
+    fflush(out);
+    pthread_mutex_unlock(&out_lock);
+}
+
+QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info,
+                                           int argc, char **argv)
+{
+    const char *path = NULL;
+
+    for (int i = 0; i < argc; i++) {
+        char *v = strchr(argv[i], '=');
+
+        if (!v) {
+            fprintf(stderr, "vcpucount: argument '%s' is not key=value\n", argv[i]);
+            return -1;
+        }
+        *v++ = '\0';
+        if (!strcmp(argv[i], "out")) {
+            path = v;
+        } else if (!strcmp(argv[i], "vcpu")) {
+            watch = atoi(v);
+        } else if (!strcmp(argv[i], "ctl")) {
+            ctl_path = v;
+        } else if (!strcmp(argv[i], "site") && n_sites < MAX_SITES &&
+                   sscanf(v, "%" SCNx64 ":%" SCNx64, &site_lo[n_sites], &site_hi[n_sites]) == 2) {
+            int off = strstr(v, ":off") != NULL;
+
+            log_lo[n_sites] = off ? 0 : site_lo[n_sites];
+            log_hi[n_sites] = off ? 0 : site_hi[n_sites];
+            n_sites++;
+        } else {
+            fprintf(stderr, "vcpucount: bad argument %s=%s\n", argv[i], v);
+            return -1;
+        }
+    }
+    if (!path || !(out = fopen(path, "wb"))) {
+        fprintf(stderr, "vcpucount: cannot write the log (out=%s)\n", path ? path : "?");
+        return -1;
+    }
+    setvbuf(out, NULL, _IOFBF, 1 << 20);
+    if (info->system_emulation && info->system.max_vcpus > MAX_VCPUS) {
+        fprintf(stderr, "vcpucount: %d vCPUs, at most %d\n", info->system.max_vcpus, MAX_VCPUS);
+        return -1;
+    }
+    pthread_t t;
+    if (pthread_create(&t, NULL, flusher, NULL)) {
+        fprintf(stderr, "vcpucount: cannot start the flushing thread\n");
+        return -1;
+    }
+    pthread_detach(t);
+    qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
+    qemu_plugin_register_atexit_cb(id, on_quit, NULL);
+    return 0;
+}

@@ -1,0 +1,241 @@
+"""Each vCPU's own instructions inside a measured span (the TCG plugin images/plugin/vcpucount.c).
+
+Under `-icount shift=0` a span of TSC ticks on the RT pCPU counts the instructions of every
+vCPU that ran inside it (single-threaded TCG runs them round robin) plus the idle time QEMU
+skipped (`sleep=off`). The plugin logs, at every TSC read of the stamp sites executed by the
+RT pCPU's vCPU, the instructions of all vCPUs so far (`total`) and the RT pCPU's own (`own`).
+Here those records are aligned with the stamps' TSC values: between two idle skips TSC - total
+is one constant, so a stamp's record is the one at `total = tsc - offset`. A sample then splits
+into the RT pCPU's own instructions, the other vCPUs' and the skipped idle time.
+
+Sites: 0 is Xen's do_IRQ (its entry stamp; xen-syms gives the range), 1 is the guest kernel's
+ftrace clock, trace_clock_x86_tsc (the RT guest runs dom0's kernel; its address is read from
+dom0's /proc/kallsyms once dom0 runs and handed to the plugin through its control file).
+"""
+
+import bisect
+import re
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import TestbedError
+
+RECORD = struct.Struct("<QQQII")  # total, own, pc, site, vcpu (the plugin's struct record)
+SITE_TOTALS = 0xFFFFFFFF
+SITE_XEN_ENTRY, SITE_GUEST_CLOCK = 0, 1
+GUEST_TEXT = (0xFFFFFFFF80000000, 0xFFFFFFFFC0000000)  # the PV kernel's text, where site 1 may lie
+GUEST_CLOCK_SYMBOL = "trace_clock_x86_tsc"
+XEN_ENTRY_SYMBOL = "do_IRQ"
+LOG_FILE = "vcpu-counts.bin"
+# An instruction that faults is counted by the plugin (before it runs) but not by icount (it is
+# retired later): TSC - total drifts down a little (measured: 36-133 ticks over 2-4 million
+# instructions). A match allows DRIFT plus DRIFT_RATE of the instructions since the last match.
+DRIFT = 64
+DRIFT_RATE = 1e-4
+MAX_SKIP = 8  # records of a site its stamps may skip at one place (reads the dump left out)
+
+
+class VcpuCountError(TestbedError):
+    pass
+
+
+@dataclass(frozen=True)
+class Event:
+    total: int
+    own: int
+    pc: int
+    site: int
+    vcpu: int
+
+
+def symbol_range(xen_syms, name=XEN_ENTRY_SYMBOL):
+    """[start, end) of a function in xen-syms (nm -S)."""
+    try:
+        out = subprocess.run(["nm", "-S", "--defined-only", str(xen_syms)], capture_output=True, text=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise VcpuCountError(f"cannot read the symbols of {xen_syms}: {exc}") from None
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[3] == name:
+            start = int(parts[0], 16)
+            return start, start + int(parts[1], 16)
+    raise VcpuCountError(f"{xen_syms} has no symbol {name}")
+
+
+def plugin_option(plugin, log, ctl, vcpu, xen_entry):
+    """The -plugin value: Xen's entry site logging from the start, the guest clock site off until
+    the control file names its function."""
+    lo, hi = xen_entry
+    return (f"file={plugin},out={log},ctl={ctl},vcpu={vcpu},site={lo:x}:{hi:x},"
+            f"site={GUEST_TEXT[0]:x}:{GUEST_TEXT[1]:x}:off")
+
+
+def kallsyms_range(text, name=GUEST_CLOCK_SYMBOL):
+    """/proc/kallsyms text -> [start, end) of a function (end: the next higher address)."""
+    addrs = sorted({int(a, 16) for a, _t, _n in (ln.split()[:3] for ln in text.splitlines() if len(ln.split()) >= 3)})
+    m = re.search(rf"^([0-9a-f]+) [tT] {re.escape(name)}$", text, re.M)
+    if not m or int(m.group(1), 16) == 0:
+        raise VcpuCountError(f"/proc/kallsyms shows no address of {name} (kptr_restrict?)")
+    start = int(m.group(1), 16)
+    k = bisect.bisect_right(addrs, start)
+    return start, addrs[k] if k < len(addrs) else start + 64
+
+
+def activate_guest_clock(agent, ctl):
+    """Find the guest clock function in dom0's kernel (the RT guest's too) and let the plugin log it;
+    -> its range."""
+    # the function's line and the next higher text symbol: its end
+    text = agent.run(f"awk '$2 ~ /^[tT]$/ && NF == 3' /proc/kallsyms | sort | grep -A1 ' {GUEST_CLOCK_SYMBOL}$'",
+                     timeout=60).stdout
+    lo, hi = kallsyms_range(text)
+    Path(ctl).write_text(f"{SITE_GUEST_CLOCK} {lo:x} {hi:x}\n")
+    return lo, hi
+
+
+def read_log(path):
+    """-> (events in log order, {vcpu: instructions over the run} or {} if QEMU had not exited)."""
+    data = Path(path).read_bytes()
+    usable = len(data) - len(data) % RECORD.size  # a record being written when read: dropped
+    events, totals = [], {}
+    for total, own, pc, site, vcpu in RECORD.iter_unpack(data[:usable]):
+        if site == SITE_TOTALS:
+            totals[vcpu] = own
+        else:
+            events.append(Event(total, own, pc, site, vcpu))
+    return events, totals
+
+
+def align(stamps, events):
+    """stamps: [(tsc, site)] of TSC reads on the watched vCPU, any order; events: the plugin's
+    records. -> {index in stamps: Event} for the stamps placed on a record.
+
+    Per site, the records are the stamps one to one, in order, but for a few reads the dump left
+    out: stamp i is record i + shift, the shift growing by one at each such read. TSC - total
+    is one offset between idle skips, which come between most stamps of an idle guest; where
+    none came, the gap from a stamp to its neighbour equals the gap between their records (to a
+    drift of DRIFT + DRIFT_RATE of the gap). Such a "pin" fixes the shift; between pins the
+    shift stays."""
+    out = {}
+    for site in sorted({st[1] for st in stamps}):
+        idx = sorted((i for i, st in enumerate(stamps) if st[1] == site), key=lambda i: stamps[i][0])
+        records = [e for e in events if e.site == site]
+        for n, j in _align_site([stamps[i][0] for i in idx], [e.total for e in records])[0].items():
+            out[idx[n]] = records[j]
+    return out
+
+
+def pins(T, C, i, j):
+    """Does stamp i at record j have a neighbour whose gap matches (no idle skip between)?"""
+    def same(a, b):
+        return abs(a - b) <= DRIFT + DRIFT_RATE * b
+    if not (0 <= i < len(T) and 0 <= j < len(C)):
+        return False
+    return any(0 <= i + s < len(T) and 0 <= j + s < len(C) and same(abs(T[i + s] - T[i]), abs(C[j + s] - C[j]))
+               for s in (1, -1))
+
+
+def _align_site(T, C):
+    """Sorted stamp TSCs T and record totals C of one site -> ({stamp index: record index}, pins)."""
+    if not T or not C:
+        return {}, 0
+    head = range(min(len(T), 400))
+    shift = max(range(-MAX_SKIP, min(len(C), 64)),
+                key=lambda d: (sum(pins(T, C, i, i + d) for i in head), d >= 0, -abs(d)))
+    out, pinned, owner = {}, set(), {}
+
+    def holds(i, d):  # pins at i and at the next stamp: one coincidence of regular gaps is not enough
+        return pins(T, C, i, i + d) and (i + 1 >= len(T) or pins(T, C, i + 1, i + 1 + d))
+
+    for i in range(len(T)):
+        if pins(T, C, i, i + shift):
+            pinned.add(i)
+        elif not pins(T, C, i + 1, i + 1 + shift):
+            for d in (*range(shift + 1, shift + MAX_SKIP + 1), shift - 1, shift - 2):
+                if holds(i, d):
+                    shift = d
+                    pinned.add(i)
+                    break
+        j = i + shift
+        if not (0 <= j < len(C) and T[i] - C[j] >= -DRIFT):  # the offset is never negative
+            continue
+        rival = owner.get(j)
+        if rival is not None:  # two stamps on one record: a stamp without record came; keep a pinned one
+            del out[rival]
+            if rival in pinned and i not in pinned:
+                out[rival] = j
+                continue
+            if i not in pinned:
+                continue
+        out[i], owner[j] = j, i
+    return out, len(pinned)
+
+
+def stamp_streams(stamps, events):
+    """The records of the one TSC read per site that the stamps read: a site's range may hold other
+    reads (do_IRQ reads the TSC at three places); keep, per site, the address whose records place
+    the most of that site's stamps with an exact gap (pins)."""
+    keep = []
+    for site in sorted({e.site for e in events}):
+        mine = sorted(st[0] for st in stamps if st[1] == site)
+        by_pc = {}
+        for e in events:
+            if e.site == site:
+                by_pc.setdefault(e.pc, []).append(e)
+        if not mine or not by_pc:
+            continue
+        best = max(by_pc, key=lambda pc: (_align_site(mine, [e.total for e in by_pc[pc]])[1], -pc))
+        keep.extend(by_pc[best])
+    return sorted(keep, key=lambda e: e.total)
+
+
+SPLIT_COLUMNS = ("rt_own", "others", "idle_skipped")
+
+
+def split_samples(samples, entry_stamps, guest_stamps, events):
+    """-> one dict per sample: rt_own (the RT pCPU's own instructions from Xen's entry to the guest
+    handler), others (the other vCPUs' instructions inside it), idle_skipped (ticks QEMU skipped with
+    every vCPU idle); None where a stamp found no record. Also -> how many samples were split."""
+    stamps = [(t, SITE_XEN_ENTRY) for t in entry_stamps] + [(t, SITE_GUEST_CLOCK) for t in guest_stamps]
+    placed = align(stamps, stamp_streams(stamps, events))
+    at = {}
+    for i, e in placed.items():
+        at[stamps[i]] = e
+    rows, split = [], 0
+    for s in samples:
+        e, g = at.get((s.vmm_tsc, SITE_XEN_ENTRY)), at.get((s.guest_tsc, SITE_GUEST_CLOCK))
+        if e is None or g is None or g.total < e.total:
+            rows.append(dict.fromkeys(SPLIT_COLUMNS))
+            continue
+        everyone, own = g.total - e.total, g.own - e.own
+        row = {"rt_own": own, "others": everyone - own, "idle_skipped": (s.guest_tsc - s.vmm_tsc) - everyone}
+        if row["others"] < 0 or row["idle_skipped"] < -DRIFT:  # records that cannot be this span's: not split
+            rows.append(dict.fromkeys(SPLIT_COLUMNS))
+            continue
+        split += 1
+        rows.append(row)
+    return rows, split
+
+
+def split_stats(rows, samples, breakdowns, rt_pcpu, n_events, totals):
+    """summary.json's vcpu_split: per path class, the medians and p99s of the elapsed ticks and of
+    their three parts, over the samples that were split."""
+    from .analysis import percentile
+    groups = {}
+    for row, s, b in zip(rows, samples, breakdowns or [None] * len(samples)):
+        if row["rt_own"] is None:
+            continue
+        for name in ["all"] + ([b.path] if b else []):
+            groups.setdefault(name, []).append((s.latency_ticks, row))
+    out = {"rt_pcpu": rt_pcpu, "plugin_records": n_events, "samples": len(samples),
+           "split": sum(1 for r in rows if r["rt_own"] is not None), "run_totals": totals, "paths": {}}
+    for name, members in groups.items():
+        entry = {"n": len(members)}
+        for key, values in (("elapsed", [lat for lat, _ in members]),
+                            *((c, [r[c] for _, r in members]) for c in SPLIT_COLUMNS)):
+            xs = sorted(values)
+            entry[key] = {"median": percentile(xs, 0.5), "p99": percentile(xs, 0.99)}
+        out["paths"][name] = entry
+    return out
