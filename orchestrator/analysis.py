@@ -54,6 +54,10 @@ class Sample:
     latency_ticks: int
     latency_ns: float
     upcall_tsc: int | None = None  # the guest's upcall entry before its handler, if stamped
+    # The vCPU plugin's split of latency_ticks (vcpucount.SPLIT_COLUMNS), when it ran and placed both stamps
+    rt_own: int | None = None
+    others: int | None = None
+    idle_skipped: int | None = None
 
 
 @dataclass
@@ -286,7 +290,8 @@ def _csv_row(path, line, row, columns):
         except ValueError:
             raise AnalysisError(f"{path}:{line}: column {column}: {text!r} is not a number") from None
     sample = Sample(values["sequence"], values["cpu"], values["irq"], values["vmm_tsc"], values["guest_tsc"],
-                    values["latency_ticks"], values["latency_ns"], values["upcall_tsc"])
+                    values["latency_ticks"], values["latency_ns"], values["upcall_tsc"],
+                    *(values.get(n) for n in SPLIT_COLUMNS))
     brk = Breakdown(values["path"], {n: values[n] for n in SEGMENT_NAMES}) if values["path"] else None
     return sample, brk
 

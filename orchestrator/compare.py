@@ -146,6 +146,7 @@ def write_report(comp, outcomes, folder):
                   "## Run-to-run spread", "", _spread_table(by_scenario, unit), "",
                   "![CDF](latency-cdf.png)", "", "![box plot](latency-box.png)", ""]
         lines += _breakdown_section(runs, unit, folder, comp)
+        lines += _vcpu_section(runs)
     else:
         lines += ["**No comparison**: the baseline or every other run has no samples (see the runs below).", ""]
     lines += _runs_table(runs)
@@ -222,6 +223,36 @@ def _breakdown_section(runs, unit, folder, comp):
             lines.append(f"| {name} | {path} | {g['n']} | {_t(g['latency']['median'])} / {_t(g['latency']['p99'])} | "
                          + " | ".join(cells) + " |")
     return lines + ["", "![breakdown](breakdown.png)", ""]
+
+
+def _vcpu_section(runs):
+    """Per scenario and path class: the elapsed ticks next to the RT pCPU's own instructions, the other
+    vCPUs' and the skipped idle time (the vCPU plugin's split; runs pooled)."""
+    from .vcpucount import SPLIT_COLUMNS
+    per = {}
+    for s, _, summary, rows in runs:
+        for x, b in rows or ():
+            if x.rt_own is None:
+                continue
+            for group in ("all", b.path if b is not None else None):
+                if group:
+                    per.setdefault((s.name, group), []).append(x)
+    if not per:
+        return []
+    cols = ("latency_ticks",) + SPLIT_COLUMNS
+    lines = ["## Whose instructions a span holds (median / p99)", "",
+             "Single-threaded TCG runs the vCPUs round robin and the guest TSC counts every vCPU's instructions "
+             "(and the idle time QEMU skipped): `rt_own` is the RT pCPU's own work from Xen's entry to the guest's "
+             "handler, `others` the instructions the other vCPUs ran inside the span, `idle_skipped` the ticks "
+             "skipped with every vCPU idle (counted by the TCG plugin images/plugin/vcpucount.c).", "",
+             "| scenario | path | n | elapsed | rt_own | others | idle_skipped |", "|---|---|---|---|---|---|---|"]
+    for (name, group), xs in per.items():
+        cells = []
+        for c in cols:
+            values = sorted(getattr(x, c) for x in xs)
+            cells.append(f"{_t(analysis.percentile(values, 0.5))} / {_t(analysis.percentile(values, 0.99))}")
+        lines.append(f"| {name} | {group} | {len(xs)} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _t(v):

@@ -158,6 +158,7 @@ def run_report_markdown(folder):
             if (folder / png).exists():
                 lines += [f"![{alt}]({png})", ""]
         lines += _run_breakdown(folder, name, summary, breakdown, report)
+        lines += _run_vcpu_split(summary)
     elif summary:
         lines += ["## Measurement", "", "Stamping was off: no latencies (a probe-cost run).", ""]
     else:
@@ -182,6 +183,25 @@ def run_report_markdown(folder):
     lines += [f"Reproduce: `make testbed run SCENARIO={name}` from the commit in the manifest (see reproducer.sh).",
               ""]
     return "\n".join(lines)
+
+
+def _run_vcpu_split(summary):
+    """summary.json's vcpu_split: the elapsed ticks next to the RT pCPU's own instructions."""
+    split = summary.get("vcpu_split")
+    if not isinstance(split, dict) or not isinstance(split.get("paths"), dict):
+        return []
+    lines = ["## Whose instructions a span holds", "",
+             f"{split.get('split', '–')} of {split.get('samples', '–')} samples split by the vCPU plugin "
+             f"(RT pCPU {split.get('rt_pcpu', '–')}); median / p99. `rt_own`: the RT pCPU's own instructions, "
+             "`others`: the other vCPUs' inside the span, `idle_skipped`: ticks QEMU skipped with every vCPU idle.",
+             "", "| path | n | elapsed | rt_own | others | idle_skipped |", "|---|---|---|---|---|---|"]
+    for path, g in split["paths"].items():
+        if not isinstance(g, dict):
+            continue
+        cells = [f"{_t((g.get(k) or {}).get('median'))} / {_t((g.get(k) or {}).get('p99'))}"
+                 for k in ("elapsed", "rt_own", "others", "idle_skipped")]
+        lines.append(f"| {path} | {g.get('n', '–')} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _run_breakdown(folder, name, summary, breakdown, report):

@@ -230,7 +230,7 @@ def split_stats(rows, samples, breakdowns, rt_pcpu, n_events, totals):
         for name in ["all"] + ([b.path] if b else []):
             groups.setdefault(name, []).append((s.latency_ticks, row))
     out = {"rt_pcpu": rt_pcpu, "plugin_records": n_events, "samples": len(samples),
-           "split": sum(1 for r in rows if r["rt_own"] is not None), "run_totals": totals, "paths": {}}
+           "split": sum(1 for r in rows if r["rt_own"] is not None), "paths": {}}
     for name, members in groups.items():
         entry = {"n": len(members)}
         for key, values in (("elapsed", [lat for lat, _ in members]),

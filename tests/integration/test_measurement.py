@@ -49,6 +49,20 @@ def test_bundle_holds_plots_junit_and_sysinfo(measured):
     assert "MSI-X: Enable+" in (b / "raw/sysinfo-before/rt-guest-interrupts.txt").read_text()
 
 
+def test_the_vcpu_plugin_splits_the_samples_into_own_and_others(measured):
+    """Instruction timing's caveat made visible: the TCG plugin's records place (nearly) every sample, an
+    interrupt on the running path is the RT pCPU's own work alone, and elapsed = own + others + skipped."""
+    from orchestrator import analysis
+    _, outcome = measured
+    assert (outcome.bundle / "raw" / "vcpu-counts.bin").stat().st_size > 0
+    split = json.loads((outcome.bundle / "summary.json").read_text())["vcpu_split"]
+    assert split["split"] >= 0.9 * split["samples"], split
+    assert split["paths"]["running"]["others"]["median"] == 0, split["paths"]["running"]
+    for x, _ in analysis.read_samples_csv(outcome.bundle / "samples.csv"):
+        if x.rt_own is not None:
+            assert x.rt_own + x.others + x.idle_skipped == x.latency_ticks and x.rt_own > 0
+
+
 def _hog(seconds, processes=1):
     """Busy host processes for the length of a run: instruction timing must not notice them."""
     import subprocess

@@ -22,13 +22,16 @@ def test_figure2_table_differences_and_improvement():
     assert "| mean | 10,000 | 4,000 | +6,000 | +60.0 % |" in table
 
 
-def _fake_run(tmp_path, name, latencies, code=0, timing="instructions", paths=True):
+def _fake_run(tmp_path, name, latencies, code=0, timing="instructions", paths=True, own=None):
+    """own: the RT pCPU's share of each latency (the vCPU plugin's split), or None: no split."""
     from orchestrator.breakdown import SEGMENT_NAMES, Breakdown
     folder = tmp_path / f"{name}-run"
     folder.mkdir()
     samples = [analysis.Sample(i, 1, 29, 1000 * i, 1000 * i + lat, lat, float(lat)) for i, lat in enumerate(latencies)]
     segs = [Breakdown("running", dict.fromkeys(SEGMENT_NAMES, lat // 6)) for lat in latencies] if paths else None
-    analysis.write_samples_csv(folder / "samples.csv", samples, segs)
+    splits = [{"rt_own": int(lat * own), "others": lat - int(lat * own), "idle_skipped": 0}
+              for lat in latencies] if own is not None else None
+    analysis.write_samples_csv(folder / "samples.csv", samples, segs, splits)
     summary = {"latency_ns": analysis.stats([float(x) for x in latencies]), "accelerator": "tcg",
                "latency_ticks": analysis.stats(latencies), "timing": timing,
                "calibration": {"ticks_per_instruction": 1.0},
@@ -64,6 +67,17 @@ def test_report_has_verdict_table_cis_breakdown_plots_and_runs(tmp_path):
         in text
     saved = json.loads((tmp_path / "comparison.json").read_text())
     assert saved["baseline"] == "iso-stock" and saved["verdicts"]["other"]["outcome"] == "faster"
+
+
+def test_report_splits_each_span_into_the_rt_pcpus_own_and_the_others_instructions(tmp_path):
+    s = scenario.load(ROOT / "testbed.yaml", "iso-stock")
+    comp = _two(s)
+    outcomes = [(comp.scenarios[0], _fake_run(tmp_path, "a1", [4000] * 50, own=0.5)),
+                (comp.scenarios[1], _fake_run(tmp_path, "b1", [3000] * 50))]  # the other run had no plugin
+    text = compare.write_report(comp, outcomes, tmp_path)
+    assert "## Whose instructions a span holds" in text
+    assert "| iso-stock | all | 50 | 4,000 / 4,000 | 2,000 / 2,000 | 2,000 / 2,000 | 0 / 0 |" in text
+    assert "| other |" not in text.split("## Whose instructions")[1].split("## Runs")[0]
 
 
 def test_same_distributions_give_no_detectable_difference(tmp_path):
