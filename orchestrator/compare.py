@@ -7,9 +7,11 @@ bundle under runs/."""
 import json
 import time
 
+import dataclasses
+
 from . import analysis, breakdown, bundle, images, progress, report, verdict
 from .errors import EXIT_INFRA, EXIT_OK, ImageError
-from .run import Outcome, run
+from .run import BootPool, Outcome, run
 from .stages import StageResult, StageRunner
 
 VERDICT_STATS = ("median", "mean", "p99")  # the statistics with a CI; the verdict sentence uses the first
@@ -31,6 +33,7 @@ def run_comparison(scenario_file, comp, results_dir, say, sets=(), user_sets=(),
     text = write_report(comp, outcomes, b.dir) if outcomes else _no_runs_report(comp, runner, b.dir)
     code = max((o.code for _, o in outcomes), default=EXIT_INFRA)
     manifest = {"comparison": comp.name, "description": comp.description, "repeats": comp.repeats,
+                "reuse_boot": comp.reuse_boot,
                 "overrides": list(sets),
                 "exit_code": code, "status": "passed" if code == EXIT_OK else "failed", "git": bundle.git_state(),
                 "host": bundle.host_facts(),
@@ -49,12 +52,33 @@ def run_comparison(scenario_file, comp, results_dir, say, sets=(), user_sets=(),
     return Outcome(code, final, tar, runner, checks=checks, interrupted=interrupted, runs=outcomes, report=text)
 
 
+PORT_STEP = 100  # kept machines are up side by side: scenario k of a comparison uses its ports + k * PORT_STEP
+
+
+def own_ports(s, k):
+    """The scenario with its NICs' UDP ports moved by k * PORT_STEP (a second machine kept up beside the first)."""
+    nics = s.nics
+    moved = {role: dataclasses.replace(getattr(nics, role), udp_port=getattr(nics, role).udp_port + k * PORT_STEP)
+             for role in ("measured", "load")}
+    return dataclasses.replace(s, nics=dataclasses.replace(nics, **moved))
+
+
 def _run_schedule(scenario_file, comp, schedule, b, say, runner, outcomes, sets, advance):
-    """Each run of the schedule into b/runs/ (outcomes appended); -> True if a signal stopped it."""
+    """Each run of the schedule into b/runs/ (outcomes appended); -> True if a signal stopped it.
+    With comp.reuse_boot the repeats of a scenario measure one boot of it (run.BootPool)."""
+    if not comp.reuse_boot:
+        return _play(scenario_file, comp, schedule, b, say, runner, outcomes, sets, advance, None)
+    index = {sc.name: k for k, sc in enumerate(comp.scenarios)}
+    schedule = [(repeat, own_ports(s, index[s.name])) for repeat, s in schedule]
+    with BootPool(say, runner) as pool:
+        return _play(scenario_file, comp, schedule, b, say, runner, outcomes, sets, advance, pool)
+
+
+def _play(scenario_file, comp, schedule, b, say, runner, outcomes, sets, advance, pool):
     for i, (repeat, s) in enumerate(schedule, start=1):
         say(f"[bold]── {comp.name}: run {i}/{len(schedule)}: scenario {s.name}, repeat {repeat}/{comp.repeats}[/bold]")
         t0 = time.monotonic()
-        outcome = run(scenario_file, s, b.dir / "runs", say, pack=False, sets=sets)
+        outcome = run(scenario_file, s, b.dir / "runs", say, pack=False, sets=sets, pool=pool)
         outcomes.append((s, outcome))
         advance()
         status = "passed" if outcome.code == EXIT_OK else "failed"

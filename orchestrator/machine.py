@@ -97,6 +97,10 @@ class Machine:
     def cont(self):
         self.qmp.cmd("cont")
 
+    def stop(self):
+        """Pause the vCPUs (QMP `stop`): no guest instruction runs and no virtual time passes."""
+        self.qmp.cmd("stop")
+
     def device_registers(self, slot, registers):
         """32-bit registers of BAR 0 of the device in PCI slot `slot` (bus 0), read by QEMU itself
         (HMP `xp`), so they can be read when every guest is hung. `registers` {name: offset} is read

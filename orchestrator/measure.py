@@ -232,22 +232,24 @@ def send_traffic(s, say):
     return result
 
 
-def measure(agent, s, share_dir, say, vcpu_ctl=None):
-    """Run the procedure; -> MeasureRecords (raw files land in share_dir). `vcpu_ctl`: the vCPU
-    plugin's control file, when it runs (its log is share_dir/vcpucount.LOG_FILE). With
-    `measurement.stamping: false` no probe runs: only the traffic and the counters (the probes'
-    own cost is the difference in what the guests absorb)."""
-    share_dir = Path(share_dir)
-    agent.run(f"echo ok > {render.SHARE_MOUNT}/.share-check", timeout=30)
+def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub=""):
+    """Run the procedure; -> MeasureRecords (raw files land in share_dir/share_sub, which dom0
+    sees as SHARE_MOUNT/share_sub). `vcpu_ctl`: the vCPU plugin's control file, when it runs (its
+    log goes to that folder too). With `measurement.stamping: false` no probe runs: only the
+    traffic and the counters (the probes' own cost is the difference in what the guests absorb)."""
+    share_dir = Path(share_dir) / share_sub
+    mount = f"{render.SHARE_MOUNT}/{share_sub}".rstrip("/")
+    share_dir.mkdir(parents=True, exist_ok=True)
+    agent.run(f"echo ok > {mount}/.share-check", timeout=30)
     if not (share_dir / ".share-check").exists():
-        raise MeasureError(f"dom0 cannot write the host share ({render.SHARE_MOUNT} -> {share_dir})")
+        raise MeasureError(f"dom0 cannot write the host share ({mount} -> {share_dir})")
     rt = GuestConsole(agent, s.rt_guest.name)
     rec = MeasureRecords(trace_path=share_dir / TRACE_FILE, guest_dump_path=share_dir / GUEST_DUMP)
     rec.tsc_khz = tsc_khz(agent)
     rec.rt_pcpu = s.rt_guest.pcpu
     if vcpu_ctl:
-        lo, hi = vcpucount.activate_guest_clock(agent, vcpu_ctl)
         rec.vcpu_log = share_dir / vcpucount.LOG_FILE
+        lo, hi = vcpucount.activate_guest_clock(agent, vcpu_ctl, rec.vcpu_log)
         say(f"vCPU counts: the guest clock {vcpucount.GUEST_CLOCK_SYMBOL} at {lo:#x}-{hi:#x}")
     rec.rt_domid = rt_domid(agent, s)
     check_tsc_native(agent, rec.rt_domid)
@@ -266,7 +268,7 @@ def measure(agent, s, share_dir, say, vcpu_ctl=None):
         time.sleep(s.measurement.settle_s)
     finally:
         if stamping:
-            stop_xentrace(agent, pid, render.SHARE_MOUNT)
+            stop_xentrace(agent, pid, mount)
             rt.command("rtagent stop", r"^RTAGENT-STOPPED", 60)
     rec.counters_after = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
     if s.hypervisor.variant == "natsume":
@@ -277,7 +279,7 @@ def measure(agent, s, share_dir, say, vcpu_ctl=None):
     if stamping:
         with progress.task("dump of the RT guest's records"):
             rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.dump,
-                       to_file=f"{render.SHARE_MOUNT}/{GUEST_DUMP}")
+                       to_file=f"{mount}/{GUEST_DUMP}")
     return rec
 
 

@@ -26,7 +26,7 @@ from .console import SerialConsole
 from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, ResultsFolderError, StageError
 from .machine import KvmVerdicts, Machine, choose_accel, claim_udp_ports
 from .session import Session
-from .stages import MAX_MESSAGE, SkipStage, Stage, StageRunner, plan
+from .stages import MAX_MESSAGE, SkipStage, Stage, StageResult, StageRunner, plan
 
 
 @dataclass
@@ -114,6 +114,7 @@ class Run:
     session: Optional[Session] = None
     records: object = None
     checks: list = field(default_factory=list)
+    share_sub: str = ""  # the run's folder in the host share (a kept machine's runs share one share)
 
     @property
     def machine(self):
@@ -156,7 +157,8 @@ def _render(r, _timeout):
     r.accel = accel
     r.manifest["accelerator"] = {"requested": s.machine.accel, "used": accel, "why": notice}
     b = r.bundle
-    r.argv, r.paths = prepare(s, r.imgs, r.work, accel, b.config, b.logs / "console.log", b.raw)
+    share = Path(r.work.path) / "share" if r.share_sub else b.raw  # a kept machine's share outlives the bundle
+    r.argv, r.paths = prepare(s, r.imgs, r.work, accel, b.config, b.logs / "console.log", share)
     r.manifest["qemu_argv"] = r.argv
     return f"{accel}; {len(r.argv)} QEMU arguments"
 
@@ -203,7 +205,7 @@ def _storm(r, timeout):
 
 def _measure(r, _timeout):
     ctl = r.paths.vcpu_ctl if counts_vcpus(r.s, r.accel) and r.imgs.vcpu_plugin else None
-    r.records = measure.measure(r.agent, r.s, r.bundle.raw, r.say, vcpu_ctl=ctl)
+    r.records = measure.measure(r.agent, r.s, r.paths.share_dir, r.say, vcpu_ctl=ctl, share_sub=r.share_sub)
     return f"traffic sent: {_traffic_line(r.records.traffic)}"
 
 
@@ -263,6 +265,7 @@ STAGES = (
     Stage("shutdown", "the guests shut down, then QEMU quitting over QMP", "shutdown", _shutdown),
 )
 PROBE_STAGES = ("qemu_up", "dom0_ready")  # what the KVM probe boots: from QEMU to dom0
+BOOT_STAGES = tuple(st.name for st in STAGES[:[x.name for x in STAGES].index("load_guest") + 1])
 
 
 def stage_names(s):
@@ -304,6 +307,77 @@ def _tail(path, lines=30):
         return []
 
 
+# ---------------------------------------------------------------- machines kept between runs
+
+
+@dataclass
+class Kept:
+    """A booted machine kept for the next run of its scenario: the Run that booted it (its images,
+    paths, accelerator, session) and the ExitStack that owns the session, work folder and ports."""
+    r: Run
+    stack: contextlib.ExitStack
+    booted_by: str  # the run id whose bundle has the boot's stages, console and QEMU logs
+    runs: int = 1
+
+
+class BootPool:
+    """A comparison's booted machines, one per scenario, kept between that scenario's repeats: each
+    run measures its scenario's machine while the others are paused over QMP (`stop`; no virtual
+    time passes), and the pool shuts every machine down at its end. A run that failed is not kept."""
+
+    def __init__(self, say, runner=None):
+        self.say, self.runner, self.kept = say, runner, {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.close(graceful=exc_type is None)
+
+    @staticmethod
+    def key(s):
+        return json.dumps(s.as_dict(), sort_keys=True, default=str)
+
+    def take(self, s):
+        """The kept machine of this scenario, running, or None; every other one paused."""
+        for key, kept in self.kept.items():
+            if key != self.key(s) and kept.r.machine.status() == "running":
+                kept.r.machine.stop()
+        kept = self.kept.pop(self.key(s), None)
+        if kept is not None and kept.r.machine.status() != "running":
+            kept.r.machine.cont()
+        return kept
+
+    def keep(self, s, kept):
+        kept.r.machine.stop()
+        self.kept[self.key(s)] = kept
+
+    def close(self, graceful=True):
+        """Shut each machine down (the guests, then QEMU) as its scenario's last run would have; after
+        a failure or a signal only quit QEMU."""
+        while self.kept:
+            _, kept = self.kept.popitem()
+            t0 = time.monotonic()
+            status, detail = "passed", ""
+            try:
+                if graceful:
+                    kept.r.machine.cont()
+                    detail = boot.shutdown(kept.r.agent, kept.r.machine, kept.r.s.timeouts.shutdown)
+            except Exception as exc:  # noqa: BLE001 - the other machines still get shut down
+                status, detail = "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            finally:
+                kept.stack.close()
+            if self.runner is not None and graceful:
+                self.runner.results.append(StageResult(f"shutdown:{kept.r.s.name}", status, time.monotonic() - t0,
+                                                       f"{detail} (booted by {kept.booted_by}, measured by "
+                                                       f"{kept.runs} runs)"))
+
+
+def keepable(s):
+    """A machine may serve the next run of its scenario unless its run changed it for good (a storm)."""
+    return not _storming(s)
+
+
 # ---------------------------------------------------------------- run()
 
 
@@ -321,9 +395,12 @@ class Outcome:
     report: str = ""  # a comparison's report.md text
 
 
-def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, ensure_images=images.ensure, sets=()):
+def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, ensure_images=images.ensure, sets=(),
+        pool=None):
     """Run one scenario through STAGES; always leaves a bundle. `sets` are the --set overrides
-    already in `s`, kept for the manifest and the reproducer. -> Outcome."""
+    already in `s`, kept for the manifest and the reproducer. With a BootPool the run measures the
+    machine an earlier run of this scenario booted (its boot stages are not run again) and leaves
+    it to the pool instead of shutting it down. -> Outcome."""
     bundle.check_results_folder(results_dir)
     b = bundle.Bundle(results_dir, s.name)
     runner = StageRunner(report=lambda res: say(_stage_line(res)))
@@ -332,12 +409,18 @@ def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, en
                 "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     bundle.copy_into(scenario_file, b.config, "testbed.yaml")
     error, interrupted = None, False
-    stages = plan(STAGES, s)
+    pooled = pool is not None and keepable(s)
+    kept = pool.take(s) if pooled else None
+    stages = [st for st in plan(STAGES, s) if not (pooled and st.name == "shutdown")
+              and not (kept and st.name in BOOT_STAGES)]
     with contextlib.ExitStack() as stack:
-        work = Workdir(Path(tempfile.mkdtemp(prefix="testbed-", dir="/tmp")))
-        stack.callback(shutil.rmtree, work.path, ignore_errors=True)
-        r = Run(s, scenario_file, b, say, runner, stack, make_parts=make_parts, ensure_images=ensure_images,
-                manifest=manifest, work=work, logs=b.logs)
+        r = _pooled_run(s, scenario_file, b, say, runner, stack, manifest, kept) if kept else None
+        if r is None:
+            work = Workdir(Path(tempfile.mkdtemp(prefix="testbed-", dir="/tmp")))
+            stack.callback(shutil.rmtree, work.path, ignore_errors=True)
+            r = Run(s, scenario_file, b, say, runner, stack, make_parts=make_parts, ensure_images=ensure_images,
+                    manifest=manifest, work=work, logs=b.logs, share_sub=b.run_id if pooled else "")
+        kept_now = False
         try:
             error = _cause_of_a_dead_machine(r, runner, runner.run(stages, r, s))
         except KeyboardInterrupt as exc:
@@ -347,10 +430,40 @@ def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, en
             runner.skip_rest(stages)
             _after_signal(r, runner, manifest, error)
         finally:
+            if pooled:  # the share outlives this run's bundle: its raw records were in a folder of their own
+                _move_raw(Path(r.work.path) / "share" / b.run_id, b)
+            if pooled and error is None and not interrupted and r.session is not None:
+                owner = kept.stack if kept else stack.pop_all()  # the session, work folder and ports
+                pool.keep(s, Kept(r, owner, kept.booted_by if kept else b.run_id, kept.runs + 1 if kept else 1))
+                manifest["machine"] = "kept running (paused) for the next run of this scenario"
+                kept_now = True
+            elif kept:
+                kept.stack.close()  # a failed run leaves the machine in no state to measure again
             stack.close()  # the Session first (it was entered last), then the work folder
-        if r.session is not None:
+        if r.session is not None and not kept_now:
             manifest["machine_exit"] = r.session.machine_exit.__dict__
     return _finish(b, s, runner, manifest, error, r.checks, interrupted, pack)
+
+
+def _pooled_run(s, scenario_file, b, say, runner, stack, manifest, kept):
+    """The Run of a run that measures a kept machine: the boot's parts, this run's bundle."""
+    k = kept.r
+    manifest.update(boot={"reused_from": kept.booted_by, "runs_before": kept.runs},
+                    qemu_argv=k.argv, accelerator=k.manifest.get("accelerator"), images=k.manifest.get("images"))
+    (b.logs / "boot.txt").write_text(f"This run measured the machine that run {kept.booted_by} booted "
+                                     f"(after {kept.runs} run(s) of it); that run's bundle holds the boot's stages, "
+                                     "the serial console and QEMU's output.\n")
+    return Run(s, scenario_file, b, say, runner, stack, manifest=manifest, work=k.work, logs=b.logs, imgs=k.imgs,
+               accel=k.accel, argv=k.argv, paths=k.paths, session=k.session, share_sub=b.run_id)
+
+
+def _move_raw(folder, b):
+    """A pooled run's raw records from the share into its bundle's raw/ (also after a failure)."""
+    if not folder.is_dir():
+        return
+    for item in folder.iterdir():
+        shutil.move(str(item), str(b.raw / item.name))
+    folder.rmdir()
 
 
 def _cause_of_a_dead_machine(r, runner, error):

@@ -351,6 +351,9 @@ class Comparison:
     sweep: Optional[dict] = None  # {dotted field: [values]}: the comparison once per combination
     source: str = ""  # a sweep point's comparison: the comparison of testbed.yaml it is a point of
     point: str = ""  # ... and the point's label (its name is <source>-<point>)
+    # Repeats of a scenario measure one boot of it (the other scenarios' machines paused meanwhile);
+    # false: every run boots its own machine.
+    reuse_boot: bool = True
 
     def points(self):
         """The sweep's points: [{"label", "overrides", "sets"}] (matrix.expand_sweep); no sweep:
@@ -374,7 +377,12 @@ def resolve_comparison(doc, name, override=None):
     if not isinstance(raw, SourcedDict):
         raise ScenarioError([Problem(comps.where(name), path, "expected a mapping with 'scenarios'")])
     problems = []
-    _check_keys(raw, path, {"description", "scenarios", "repeats", "sweep"}, problems)
+    _check_keys(raw, path, {"description", "scenarios", "repeats", "sweep", "reuse_boot"}, problems)
+    reuse_boot = raw.get("reuse_boot", True)
+    if not isinstance(reuse_boot, bool):
+        problems.append(Problem(raw.where("reuse_boot"), f"{path}.reuse_boot",
+                                f"expected true (repeats measure one boot per scenario) or false (a boot per run), "
+                                f"got {_show(reuse_boot)}"))
     sweep = raw.get("sweep")
     if sweep is not None:
         from .matrix import expand_sweep
@@ -415,7 +423,8 @@ def resolve_comparison(doc, name, override=None):
                                         f"{scenarios[0].name!r}: compared runs need identical traffic and load"))
     if problems:
         raise ScenarioError(problems)
-    return Comparison(name, str(raw.get("description", "")), tuple(scenarios), repeats, sweep)
+    return Comparison(name, str(raw.get("description", "")), tuple(scenarios), repeats, sweep,
+                      reuse_boot=reuse_boot is True)
 
 
 def unknown_name(doc, name):

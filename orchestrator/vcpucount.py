@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .deadline import Deadline
 from .errors import TestbedError
 
 RECORD = struct.Struct("<QQQII")  # total, own, pc, site, vcpu (the plugin's struct record)
@@ -84,15 +85,23 @@ def kallsyms_range(text, name=GUEST_CLOCK_SYMBOL):
     return start, addrs[k] if k < len(addrs) else start + 64
 
 
-def activate_guest_clock(agent, ctl):
-    """Find the guest clock function in dom0's kernel (the RT guest's too) and let the plugin log it;
-    -> its range."""
+def activate_guest_clock(agent, ctl, log, wait_s=10):
+    """Find the guest clock function in dom0's kernel (the RT guest's too), let the plugin log it and
+    move its log to `log` (this measurement's); -> the function's range once the plugin writes there."""
     # the function's line and the next higher text symbol: its end
     text = agent.run(f"awk '$2 ~ /^[tT]$/ && NF == 3' /proc/kallsyms | sort | grep -A1 ' {GUEST_CLOCK_SYMBOL}$'",
                      timeout=60).stdout
     lo, hi = kallsyms_range(text)
-    Path(ctl).write_text(f"{SITE_GUEST_CLOCK} {lo:x} {hi:x}\n")
-    return lo, hi
+    if " " in str(log):
+        raise VcpuCountError(f"the plugin's log path {log} contains a space")
+    tmp = Path(f"{ctl}.tmp")
+    tmp.write_text(f"{SITE_GUEST_CLOCK} {lo:x} {hi:x}\nout {log}\n")
+    tmp.replace(ctl)  # the plugin reads it every 100 ms: never half a file
+    for _ in Deadline(wait_s).poll(0.1):
+        if Path(log).exists():
+            return lo, hi
+    raise VcpuCountError(f"the vCPU plugin did not open its log {log} within {wait_s} s of being told to "
+                         f"(control file {ctl}): is QEMU running with it?")
 
 
 def read_log(path):

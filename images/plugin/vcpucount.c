@@ -24,7 +24,9 @@
  *   site=LO:HI:off  the same, logging nothing until the control file narrows it
  *   ctl=PATH     a control file, read every 100 ms: lines `K LO HI` set the
  *                part of site K that logs (for a guest kernel, whose symbols
- *                are known only once it runs: no retranslation needed)
+ *                are known only once it runs: no retranslation needed); a
+ *                line `out PATH` moves the log to a new file (one per
+ *                measurement of a machine that several runs measure)
  * At exit the log ends with one record per vCPU: site 0xffffffff, pc 0,
  * total, own = that vCPU's instructions over the whole run.
  *
@@ -64,6 +66,7 @@ static uint64_t site_lo[MAX_SITES], site_hi[MAX_SITES];
 static volatile uint64_t log_lo[MAX_SITES], log_hi[MAX_SITES]; /* the part that logs */
 static int n_sites;
 static const char *ctl_path;
+static char out_path[4097];
 static FILE *out;
 /* The host reads the log while QEMU still runs (after each measurement): a
  * thread flushes it every 100 ms, so no record waits in the buffer for long. */
@@ -137,16 +140,33 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     }
 }
 
+static void reopen(const char *path)
+{
+    FILE *f;
+
+    if (!strcmp(path, out_path) || !(f = fopen(path, "wb")))
+        return; /* the same file, or one that cannot be written: keep logging where we were */
+    setvbuf(f, NULL, _IOFBF, 1 << 20);
+    pthread_mutex_lock(&out_lock);
+    fclose(out);
+    out = f;
+    snprintf(out_path, sizeof(out_path), "%s", path);
+    pthread_mutex_unlock(&out_lock);
+}
+
 static void read_ctl(void)
 {
     FILE *f = fopen(ctl_path, "r");
+    char line[4200], path[4097];
     unsigned k;
     uint64_t lo, hi;
 
     if (!f)
         return;
-    while (fscanf(f, "%u %" SCNx64 " %" SCNx64, &k, &lo, &hi) == 3) {
-        if (k < (unsigned)n_sites) {
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "out %4096s", path) == 1) {
+            reopen(path);
+        } else if (sscanf(line, "%u %" SCNx64 " %" SCNx64, &k, &lo, &hi) == 3 && k < (unsigned)n_sites) {
             log_lo[k] = lo;
             log_hi[k] = hi;
         }
@@ -217,6 +237,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         fprintf(stderr, "vcpucount: cannot write the log (out=%s)\n", path ? path : "?");
         return -1;
     }
+    snprintf(out_path, sizeof(out_path), "%s", path);
     setvbuf(out, NULL, _IOFBF, 1 << 20);
     if (info->system_emulation && info->system.max_vcpus > MAX_VCPUS) {
         fprintf(stderr, "vcpucount: %d vCPUs, at most %d\n", info->system.max_vcpus, MAX_VCPUS);

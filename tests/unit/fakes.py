@@ -70,6 +70,10 @@ class FakeMachine:
         self.events.append("cont")
         self._status = "running"
 
+    def stop(self):
+        self.events.append("stop")
+        self._status = "paused"
+
     def returncode(self):
         return self._returncode
 
@@ -180,6 +184,7 @@ class FakeDom0(FakeAgent):
         return 0, ""
 
     def _copy_trace(self, command):
+        dest = self._host(shlex.split(command)[2]).parent  # `cp /tmp/xentrace.bin <share folder>/xentrace.bin && ...`
         for name, data in self.files.items():
-            (self.share_dir / name).write_bytes(data)
+            (dest / name).write_bytes(data)
         return 0, ""

@@ -152,7 +152,7 @@ def test_an_interrupted_run_stops_the_comparison(tmp_path, monkeypatch):
     comp = _two(s)
     started = []
 
-    def fake_run(file, sc, results, say, pack=True, sets=()):
+    def fake_run(file, sc, results, say, pack=True, sets=(), pool=None):
         started.append(sc.name)
         folder = results / f"{sc.name}-{len(started)}"
         folder.mkdir(parents=True)
@@ -170,7 +170,7 @@ def test_a_comparison_builds_every_variants_images_before_its_first_run(tmp_path
     comp = scenario.load_target(ROOT / "testbed.yaml", "smoke-comparison")
     events = []
 
-    def fake_run(file, sc, results, say, pack=True, sets=()):
+    def fake_run(file, sc, results, say, pack=True, sets=(), pool=None):
         events.append(("run", sc.hypervisor.variant))
         folder = results / f"{sc.name}-{len(events)}"
         folder.mkdir(parents=True)

@@ -283,7 +283,7 @@ def _fake_images(tmp_path):
     return lambda variant, progress=None: imgs
 
 
-def _run(s, tmp_path, console=XEN_LOG, machine=None, dom0_extra=()):
+def _run(s, tmp_path, console=XEN_LOG, machine=None, dom0_extra=(), pool=None):
     made = {}
     socks = _free_udp_ports(2)
     s = _on_ports(s, *(sock.getsockname()[1] for sock in socks))  # free ports: the render stage checks them
@@ -297,8 +297,49 @@ def _run(s, tmp_path, console=XEN_LOG, machine=None, dom0_extra=()):
         made["console"] = FakeConsole(console)
         return made["machine"], made["console"], made["dom0"]
     outcome = run_mod.run(ROOT / "testbed.yaml", s, tmp_path / "results", lambda text: None, make_parts=parts,
-                          ensure_images=_fake_images(tmp_path))
+                          ensure_images=_fake_images(tmp_path), pool=pool)
     return outcome, made
+
+
+def test_a_pool_keeps_a_machine_for_the_next_run_of_its_scenario(s, tmp_path):
+    """A comparison's repeats measure one boot: the second run skips the boot stages, the machine is
+    paused between runs, and the pool shuts it down at its end; each run's raw records are its own."""
+    from orchestrator.stages import StageRunner
+    made, boots = {}, []
+    socks = _free_udp_ports(2)
+    s = _on_ports(s, *(sock.getsockname()[1] for sock in socks))
+    for sock in socks:
+        sock.close()
+
+    def parts(argv, paths, logs):
+        boots.append(paths.share_dir)
+        made["dom0"] = _dom0(paths.share_dir)
+        made["dom0"].share_mount = measure.render.SHARE_MOUNT
+        made["machine"], made["console"] = FakeMachine(), FakeConsole(XEN_LOG)
+        return made["machine"], made["console"], made["dom0"]
+    pool_runner, imgs = StageRunner(), _fake_images(tmp_path)
+    with run_mod.BootPool(lambda text: None, pool_runner) as pool:
+        outcomes = [run_mod.run(ROOT / "testbed.yaml", s, tmp_path / "results", lambda text: None, make_parts=parts,
+                                ensure_images=imgs, pool=pool) for _ in range(2)]
+        assert made["machine"].events == ["launch", "cont", "stop", "cont", "stop"]  # paused between runs
+    first, second = outcomes
+    assert len(boots) == 1 and all(o.code == 0 for o in outcomes), [o.error for o in outcomes]
+    assert [r.name for r in first.runner.results] == [n for n in run_mod.stage_names(s) if n != "shutdown"]
+    assert [r.name for r in second.runner.results] == ["measure", "evaluate", "collect"]
+    manifest = json.loads((second.bundle / "manifest.json").read_text())
+    assert manifest["boot"]["reused_from"] == first.bundle.name and "machine_exit" not in manifest
+    for o in outcomes:
+        assert (o.bundle / "raw" / "xentrace.bin").exists() and (o.bundle / "samples.csv").exists()
+    assert made["machine"].events[-1] == "shutdown" and made["dom0"].closed
+    assert [(r.name, r.status) for r in pool_runner.results] == [(f"shutdown:{s.name}", "passed")]
+
+
+def test_a_failed_run_is_not_kept_by_the_pool(s, tmp_path):
+    outcome, made = None, {}
+    with run_mod.BootPool(lambda text: None) as pool:
+        outcome, made = _run(s, tmp_path, dom0_extra=[(r"xl create .*xl-rt.cfg", (1, "no such device"))], pool=pool)
+        assert not pool.kept
+    assert outcome.code == 2 and made["machine"].events[-1] == "shutdown"
 
 
 def test_run_goes_through_every_stage_to_a_finished_bundle(s, tmp_path):
