@@ -17,9 +17,12 @@
 #   rtagent stop    tracing_off
 #                   -> RTAGENT-STOPPED entries=<n> overrun=<n> dropped=<n>
 #                      and the RTAGENT-COUNTERS line
-#   rtagent dump    -> RTAGENT-DUMP-BEGIN, our trace lines as ftrace prints them
+#   rtagent dump [--gzip]
+#                   -> RTAGENT-DUMP-BEGIN, our trace lines as ftrace prints them
 #                      (x86-tsc timestamps; IRQ entries and every upcall line),
-#                      RTAGENT-DUMP-END lines=<n>
+#                      RTAGENT-DUMP-END lines=<n>; with --gzip the lines come
+#                      gzipped and base64-encoded after
+#                      RTAGENT-DUMP-BEGIN gzip+base64 bytes=<uncompressed bytes>
 #   rtagent counters
 #                   -> RTAGENT-COUNTERS if=<iface> rx_packets=.. rx_dropped=..
 #                      rx_missed_errors=.. rx_fifo_errors=.. rx_errors=..
@@ -194,7 +197,7 @@ cmd_stop() {
 cmd_dump() {
     tracefs
     quiet_console
-    echo "RTAGENT-DUMP-BEGIN"
+    : >/tmp/rtagent.dump
     # Our events only: IRQ entries (the filter already picked the IRQs) and every
     # upcall stamp (the host aligns each TSC read of the ftrace clock with the vCPU
     # plugin's records, so none may be left out). Header lines dropped.
@@ -207,7 +210,13 @@ cmd_dump() {
             }
         }
         END { print n + 0 }' $T/trace)
-    [ -f /tmp/rtagent.dump ] && cat /tmp/rtagent.dump
+    if [ "$1" = "--gzip" ]; then  # the console is the slow part: about a tenth of the bytes cross it
+        echo "RTAGENT-DUMP-BEGIN gzip+base64 bytes=$(wc -c </tmp/rtagent.dump)"
+        gzip -c /tmp/rtagent.dump | base64
+    else
+        echo "RTAGENT-DUMP-BEGIN"
+        cat /tmp/rtagent.dump
+    fi
     rm -f /tmp/rtagent.dump
     echo "RTAGENT-DUMP-END lines=$n"
     restore_console
@@ -278,7 +287,7 @@ case "$1" in
 calibrate) shift; cmd_calibrate "$@" ;;
 start) shift; cmd_start "$@" ;;
 stop) cmd_stop ;;
-dump) cmd_dump ;;
+dump) shift; cmd_dump "$@" ;;
 counters) counters ;;
 irqs) shift; cmd_irqs "$@" ;;
 sysinfo) cmd_sysinfo ;;

@@ -8,6 +8,7 @@ import json
 import time
 
 import dataclasses
+import threading
 
 from . import analysis, breakdown, bundle, images, progress, report, verdict
 from .errors import EXIT_INFRA, EXIT_OK, ImageError
@@ -71,21 +72,90 @@ def _run_schedule(scenario_file, comp, schedule, b, say, runner, outcomes, sets,
     index = {sc.name: k for k, sc in enumerate(comp.scenarios)}
     schedule = [(repeat, own_ports(s, index[s.name])) for repeat, s in schedule]
     with BootPool(say, runner) as pool:
-        return _play(scenario_file, comp, schedule, b, say, runner, outcomes, sets, advance, pool)
+        first = len(comp.scenarios) if _boots_side_by_side(comp) else 0
+        if first and _first_round(scenario_file, comp, schedule[:first], b, say, runner, outcomes, sets, advance, pool):
+            return True
+        return _play(scenario_file, comp, schedule[first:], b, say, runner, outcomes, sets, advance, pool,
+                     start=first)
 
 
-def _play(scenario_file, comp, schedule, b, say, runner, outcomes, sets, advance, pool):
-    for i, (repeat, s) in enumerate(schedule, start=1):
-        say(f"[bold]── {comp.name}: run {i}/{len(schedule)}: scenario {s.name}, repeat {repeat}/{comp.repeats}[/bold]")
+def _boots_side_by_side(comp):
+    """Each scenario's first run boots at the same time as the others' (one host core per QEMU): under
+    instruction timing a boot's speed does not change what is measured, and only one machine runs
+    while a run measures (the others paused)."""
+    return len(comp.scenarios) > 1 and all(sc.machine.timing == "instructions" for sc in comp.scenarios)
+
+
+def _first_round(scenario_file, comp, round_, b, say, runner, outcomes, sets, advance, pool):
+    """Repeat 1 of every scenario: the machines boot side by side, then measure one after the other in
+    schedule order; -> True if a signal stopped it."""
+    turns = [threading.Event() for _ in round_]
+    done = [None] * len(round_)
+
+    def one(k, s):
+        tagged = lambda text: say(f"[{s.name}] {text}")  # noqa: E731 - two runs print at once
+        t0 = time.monotonic()
+        try:
+            done[k] = (run(scenario_file, s, b.dir / "runs", tagged, pack=False, sets=sets, pool=pool,
+                           turn=turns[k]), time.monotonic() - t0)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
+            done[k] = exc
+
+    say(f"[bold]── {comp.name}: runs 1-{len(round_)}/{len(comp.schedule())}: "
+        f"{', '.join(s.name for _, s in round_)} boot side by side, then measure in turn[/bold]")
+    threads = [threading.Thread(target=one, args=(k, s), name=f"boot-{s.name}", daemon=True)
+               for k, (_, s) in enumerate(round_)]
+    for t in threads:
+        t.start()
+    try:
+        for k, (repeat, s) in enumerate(round_):
+            turns[k].set()
+            threads[k].join()
+            if isinstance(done[k], BaseException):
+                pool.abort()
+                for later in turns:
+                    later.set()
+                raise done[k]
+            outcome, seconds = done[k]
+            if _record(s, repeat, outcome, seconds, outcomes, runner, advance):
+                pool.abort()
+                for later in turns:
+                    later.set()
+                for t in threads:
+                    t.join(30)
+                return True
+    except KeyboardInterrupt:
+        pool.abort()
+        for later in turns:
+            later.set()
+        for t in threads:
+            t.join(30)
+        for k, (repeat, s) in enumerate(round_):  # what finished is reported
+            if isinstance(done[k], tuple) and all(o is not done[k][0] for _, o in outcomes):
+                _record(s, repeat, done[k][0], done[k][1], outcomes, runner, advance)
+        return True
+    return False
+
+
+def _record(s, repeat, outcome, seconds, outcomes, runner, advance):
+    """One finished run into the comparison; -> True if a signal stopped it (nothing more starts)."""
+    outcomes.append((s, outcome))
+    advance()
+    status = "passed" if outcome.code == EXIT_OK else "failed"
+    runner.results.append(StageResult(f"run:{s.name}#{repeat}", status, seconds,
+                                      f"exit {outcome.code}, bundle runs/{outcome.bundle.name}"))
+    return bool(outcome.interrupted)
+
+
+def _play(scenario_file, comp, schedule, b, say, runner, outcomes, sets, advance, pool, start=0):
+    """The runs one after the other (after a first round, from run start + 1); -> True if a signal stopped it."""
+    total = start + len(schedule)
+    for i, (repeat, s) in enumerate(schedule, start=start + 1):
+        say(f"[bold]── {comp.name}: run {i}/{total}: scenario {s.name}, repeat {repeat}/{comp.repeats}[/bold]")
         t0 = time.monotonic()
         outcome = run(scenario_file, s, b.dir / "runs", say, pack=False, sets=sets, pool=pool)
-        outcomes.append((s, outcome))
-        advance()
-        status = "passed" if outcome.code == EXIT_OK else "failed"
-        runner.results.append(StageResult(f"run:{s.name}#{repeat}", status, time.monotonic() - t0,
-                                          f"exit {outcome.code}, bundle runs/{outcome.bundle.name}"))
-        if outcome.interrupted:  # Ctrl-C or SIGTERM: report what ran, start nothing more
-            say(f"[yellow]interrupted: {len(schedule) - i} run(s) of {comp.name} not started[/yellow]")
+        if _record(s, repeat, outcome, time.monotonic() - t0, outcomes, runner, advance):
+            say(f"[yellow]interrupted: {total - i} run(s) of {comp.name} not started[/yellow]")
             return True
     return False
 

@@ -150,7 +150,7 @@ def evaluate(s, rec, out_dir, accel):
         "natsume_fast_path_irqs": rec.natsume_fast_path, "natsume_dropped": rec.natsume_dropped or None,
         "path_records": len(paths), "paths": breakdown.path_counts(breakdowns),
         "breakdown": breakdown.segment_stats(breakdowns, [x.latency_ticks for x in pairing.samples]),
-        "vcpu_split": vcpu_split,
+        "vcpu_split": vcpu_split, "dump": rec.dump or None, "measure_steps_s": rec.steps or None,
         "counters_before": rec.counters_before, "counters_after": rec.counters_after,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -24,6 +24,7 @@ XENTRACE_EVENTS = xentrace.XENTRACE_EVENTS  # our TRC_TESTBED subclass only, in 
 TRACE_FILE = "xentrace.bin"
 DOM0_TRACE = "/tmp/xentrace.bin"
 GUEST_DUMP = "rt-guest-dump.log"
+GUEST_DUMP_WIRE = "rt-guest-dump.gz.b64"  # what crossed the console; unpacked into GUEST_DUMP
 
 
 class MeasureError(BootFailure):
@@ -46,6 +47,8 @@ class MeasureRecords:
     natsume_fast_path: int = None  # interrupts Natsume's dedicated handler took (None: stock)
     natsume_dropped: dict = field(default_factory=dict)  # Natsume's silent losses: {"unbound": n, "busy": n}
     calibration: dict = field(default_factory=dict)  # calibrate(): what one TSC tick is in this run
+    dump: dict = field(default_factory=dict)  # the dump's size, console bytes and seconds
+    steps: dict = field(default_factory=dict)  # wall seconds of each step of the procedure
     vcpu_log: Path = None  # the vCPU plugin's records (None: it did not run)
     rt_pcpu: int = 0
 
@@ -245,6 +248,8 @@ def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub=""):
         raise MeasureError(f"dom0 cannot write the host share ({mount} -> {share_dir})")
     rt = GuestConsole(agent, s.rt_guest.name)
     rec = MeasureRecords(trace_path=share_dir / TRACE_FILE, guest_dump_path=share_dir / GUEST_DUMP)
+    step = _stepper(rec.steps)
+    step("setup")
     rec.tsc_khz = tsc_khz(agent)
     rec.rt_pcpu = s.rt_guest.pcpu
     if vcpu_ctl:
@@ -256,20 +261,27 @@ def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub=""):
     mode = re.search(r"TESTBED-IRQMODE \S+ (\S+)", agent.run(f"cat {rt.log}", timeout=60).stdout)
     rec.guest_irq_mode = mode.group(1) if mode else "unknown"
     rec.xen_irq_table = xen_irq_table(agent)
+    step("calibrate")
     rec.calibration = calibrate(rt, s.machine.timing)
     say(f"calibration: {rec.calibration['instructions']} instructions read {rec.calibration['ticks']} ticks "
         f"({rec.calibration['ticks_per_instruction']:.5f} per instruction)")
+    step("sysinfo_before")
     sysinfo(agent, rt, share_dir / "sysinfo-before")
     rec.counters_before = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
     stamping = s.measurement.stamping
+    step("probes_start")
     pid = start_probes(agent, rt, s, rec) if stamping else None
     try:
+        step("traffic")
         rec.traffic = send_traffic(s, say)
+        step("settle")
         time.sleep(s.measurement.settle_s)
     finally:
         if stamping:
+            step("probes_stop")
             stop_xentrace(agent, pid, mount)
             rt.command("rtagent stop", r"^RTAGENT-STOPPED", 60)
+    step("sysinfo_after")
     rec.counters_after = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
     if s.hypervisor.variant == "natsume":
         rec.natsume_fast_path, rec.natsume_dropped = natsume_counters(agent, share_dir / "natsume-counters.txt")
@@ -277,10 +289,52 @@ def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub=""):
         {"sent": rec.traffic, "before": rec.counters_before, "after": rec.counters_after}, indent=2) + "\n")
     sysinfo(agent, rt, share_dir / "sysinfo-after")
     if stamping:
-        with progress.task("dump of the RT guest's records"):
-            rt.command("rtagent dump", r"^RTAGENT-DUMP-END", s.timeouts.dump,
-                       to_file=f"{mount}/{GUEST_DUMP}")
+        step("dump")
+        with progress.task("dump of the RT guest's records") as advance:
+            t0 = time.monotonic()
+            rt.command("rtagent dump --gzip", r"^RTAGENT-DUMP-END", s.timeouts.dump, to_file=f"{mount}/{GUEST_DUMP_WIRE}")
+            sent = (share_dir / GUEST_DUMP_WIRE).stat().st_size
+            rec.guest_dump_path.write_text(unpack_dump(share_dir / GUEST_DUMP_WIRE))
+            (share_dir / GUEST_DUMP_WIRE).unlink()
+            seconds = time.monotonic() - t0
+            rec.dump = {"bytes": rec.guest_dump_path.stat().st_size, "console_bytes": sent,
+                        "seconds": round(seconds, 2)}
+            advance()
+        say(f"dump: {rec.dump['bytes']} bytes of records ({sent} through the console, gzip+base64) in "
+            f"{seconds:.1f} s: {rec.dump['bytes'] / max(seconds, 1e-3) / 1e3:.0f} kB/s")
+    step(None)
     return rec
+
+
+def _stepper(steps):
+    """step(name) ends the step before (its seconds go into `steps`) and starts `name`; step(None) ends."""
+    current = {"name": None, "t0": time.monotonic()}
+
+    def step(name):
+        now = time.monotonic()
+        if current["name"]:
+            steps[current["name"]] = round(steps.get(current["name"], 0) + now - current["t0"], 2)
+        current.update(name=name, t0=now)
+    return step
+
+
+def unpack_dump(wire):
+    """rtagent's `dump --gzip` output as the console carried it -> the plain dump (BEGIN, lines, END)."""
+    import base64
+    import gzip
+    import zlib
+    text = Path(wire).read_text(errors="replace")
+    m = re.search(r"^RTAGENT-DUMP-BEGIN gzip\+base64 bytes=(\d+)\s*$(.*?)^(RTAGENT-DUMP-END lines=\d+)", text, re.M | re.S)
+    if not m:
+        raise MeasureError(f"{wire}: rtagent's gzip dump markers are missing: the dump is incomplete")
+    try:
+        body = gzip.decompress(base64.b64decode("".join(m.group(2).split()), validate=True)).decode(errors="replace")
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
+        raise MeasureError(f"{wire}: the RT guest's gzip+base64 dump does not decode ({exc}): the console "
+                           "garbled it") from None
+    if len(body.encode()) != int(m.group(1)):
+        raise MeasureError(f"{wire}: the dump decoded to {len(body.encode())} bytes, rtagent sent {m.group(1)}")
+    return f"RTAGENT-DUMP-BEGIN\n{body}{m.group(3)}\n"
 
 
 def natsume_counters(agent, path):

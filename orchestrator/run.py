@@ -327,6 +327,15 @@ class BootPool:
 
     def __init__(self, say, runner=None):
         self.say, self.runner, self.kept = say, runner, {}
+        self.active = []  # the Runs in progress (a parallel first round has several)
+        self.aborted = False
+
+    def abort(self):
+        """Ctrl-C or SIGTERM while runs boot side by side: stop their machines, so their stages end."""
+        self.aborted = True
+        for r in list(self.active):
+            if r.session is not None:
+                r.session.machine.kill()
 
     def __enter__(self):
         return self
@@ -396,11 +405,12 @@ class Outcome:
 
 
 def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, ensure_images=images.ensure, sets=(),
-        pool=None):
+        pool=None, turn=None):
     """Run one scenario through STAGES; always leaves a bundle. `sets` are the --set overrides
     already in `s`, kept for the manifest and the reproducer. With a BootPool the run measures the
     machine an earlier run of this scenario booted (its boot stages are not run again) and leaves
-    it to the pool instead of shutting it down. -> Outcome."""
+    it to the pool instead of shutting it down. With `turn` (a threading.Event; runs booting side
+    by side) the booted machine waits paused until the event is set, then measures. -> Outcome."""
     bundle.check_results_folder(results_dir)
     b = bundle.Bundle(results_dir, s.name)
     runner = StageRunner(report=lambda res: say(_stage_line(res)))
@@ -421,8 +431,15 @@ def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, en
             r = Run(s, scenario_file, b, say, runner, stack, make_parts=make_parts, ensure_images=ensure_images,
                     manifest=manifest, work=work, logs=b.logs, share_sub=b.run_id if pooled else "")
         kept_now = False
+        if pooled:
+            pool.active.append(r)
         try:
-            error = _cause_of_a_dead_machine(r, runner, runner.run(stages, r, s))
+            booting = [st for st in stages if st.name in BOOT_STAGES] if turn is not None else []
+            error = runner.run(booting, r, s) if booting else None
+            if booting and error is None:
+                _wait_for_turn(r, turn, pool, say)
+            rest = [st for st in stages if st not in booting]
+            error = _cause_of_a_dead_machine(r, runner, runner.run(rest, r, s, error))
         except KeyboardInterrupt as exc:
             interrupted = True
             error = StageError(runner.results[-1].name if runner.results else "start",
@@ -430,6 +447,8 @@ def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, en
             runner.skip_rest(stages)
             _after_signal(r, runner, manifest, error)
         finally:
+            if pooled:
+                pool.active.remove(r)
             if pooled:  # the share outlives this run's bundle: its raw records were in a folder of their own
                 _move_raw(Path(r.work.path) / "share" / b.run_id, b)
             if pooled and error is None and not interrupted and r.session is not None:
@@ -443,6 +462,16 @@ def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, en
         if r.session is not None and not kept_now:
             manifest["machine_exit"] = r.session.machine_exit.__dict__
     return _finish(b, s, runner, manifest, error, r.checks, interrupted, pack)
+
+
+def _wait_for_turn(r, turn, pool, say):
+    """A machine booted beside others waits paused (no virtual time passes) until its run's turn."""
+    r.machine.stop()
+    say(f"{r.s.name}: booted; paused until its turn to measure")
+    turn.wait()
+    if pool.aborted:
+        raise KeyboardInterrupt("the comparison was stopped while this run waited for its turn")
+    r.machine.cont()
 
 
 def _pooled_run(s, scenario_file, b, say, runner, stack, manifest, kept):

@@ -64,10 +64,10 @@ class StageRunner:
         self.results = []
         self.started = time.monotonic()
 
-    def run(self, stages, ctx, s):
+    def run(self, stages, ctx, s, error=None):
         """Play the planned `stages` in order with `ctx`; -> the first StageError, or None.
-        After a failure only `after_failure` stages run; Ctrl-C (KeyboardInterrupt) propagates."""
-        error = None
+        After a failure (`error`: one before these stages) only `after_failure` stages run;
+        Ctrl-C (KeyboardInterrupt) propagates."""
         for st in stages:
             if error is not None and not st.after_failure:
                 continue

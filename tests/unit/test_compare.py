@@ -152,7 +152,9 @@ def test_an_interrupted_run_stops_the_comparison(tmp_path, monkeypatch):
     comp = _two(s)
     started = []
 
-    def fake_run(file, sc, results, say, pack=True, sets=(), pool=None):
+    def fake_run(file, sc, results, say, pack=True, sets=(), pool=None, turn=None):
+        if turn is not None:  # a first round boots side by side: the runs start measuring in turn
+            turn.wait()
         started.append(sc.name)
         folder = results / f"{sc.name}-{len(started)}"
         folder.mkdir(parents=True)
@@ -170,7 +172,7 @@ def test_a_comparison_builds_every_variants_images_before_its_first_run(tmp_path
     comp = scenario.load_target(ROOT / "testbed.yaml", "smoke-comparison")
     events = []
 
-    def fake_run(file, sc, results, say, pack=True, sets=(), pool=None):
+    def fake_run(file, sc, results, say, pack=True, sets=(), pool=None, turn=None):
         events.append(("run", sc.hypervisor.variant))
         folder = results / f"{sc.name}-{len(events)}"
         folder.mkdir(parents=True)

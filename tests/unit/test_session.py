@@ -203,10 +203,37 @@ def test_after_a_failure_only_after_failure_stages_run(s):
 VMM_TSCS = [1_000_000, 2_000_000, 3_000_000, 4_000_000]
 
 
+def gzip_dump(body, lines):
+    """What `rtagent dump --gzip` prints: the lines gzipped, base64 in 76-column lines, \r\n from the tty."""
+    import base64
+    import gzip
+    enc = base64.b64encode(gzip.compress(body.encode())).decode()
+    wrapped = "\r\n".join(enc[i:i + 76] for i in range(0, len(enc), 76))
+    return f"RTAGENT-DUMP-BEGIN gzip+base64 bytes={len(body.encode())}\r\n{wrapped}\r\nRTAGENT-DUMP-END lines={lines}\n"
+
+
+def test_a_gzip_dump_unpacks_to_the_plain_dump(tmp_path):
+    body = FTRACE_HEAD + "".join(_line(t) for t in VMM_TSCS)
+    wire = tmp_path / "dump.gz.b64"
+    wire.write_text("rtagent dump --gzip\n" + gzip_dump(body, 4))
+    assert measure.unpack_dump(wire) == f"RTAGENT-DUMP-BEGIN\n{body}RTAGENT-DUMP-END lines=4\n"
+
+
+@pytest.mark.parametrize("mangle, message", [
+    (lambda t: t.replace("RTAGENT-DUMP-END lines=4\n", ""), "markers are missing"),
+    (lambda t: t.replace("bytes=", "bytes=1"), "decoded to"),
+    (lambda t: t[:60] + "!!" + t[62:], "does not decode"),
+])
+def test_a_damaged_gzip_dump_is_a_clear_error(tmp_path, mangle, message):
+    wire = tmp_path / "dump.gz.b64"
+    wire.write_text(mangle(gzip_dump(FTRACE_HEAD + _line(5000), 4)))
+    with pytest.raises(measure.MeasureError, match=message):
+        measure.unpack_dump(wire)
+
+
 def _dom0(share_dir, extra=()):
     log = RT_LOG
-    dump = ("RTAGENT-DUMP-BEGIN\n" + FTRACE_HEAD + "".join(_line(t + 4_000) for t in VMM_TSCS)
-            + f"RTAGENT-DUMP-END lines={len(VMM_TSCS)}\n")
+    dump = gzip_dump(FTRACE_HEAD + "".join(_line(t + 4_000) for t in VMM_TSCS), len(VMM_TSCS))
     replies = {
         "rtagent calibrate": "RTAGENT-CALIBRATE n=400000 base=52 loop=400080\n",
         "rtagent sysinfo": " 40: 9 xen-pirq eth0-rx-0\nRTAGENT-SYSINFO-END\n",
@@ -332,6 +359,38 @@ def test_a_pool_keeps_a_machine_for_the_next_run_of_its_scenario(s, tmp_path):
         assert (o.bundle / "raw" / "xentrace.bin").exists() and (o.bundle / "samples.csv").exists()
     assert made["machine"].events[-1] == "shutdown" and made["dom0"].closed
     assert [(r.name, r.status) for r in pool_runner.results] == [(f"shutdown:{s.name}", "passed")]
+
+
+def test_a_comparison_boots_side_by_side_then_measures_each_boot_in_turn(s, tmp_path, monkeypatch):
+    """Repeat 1 of both scenarios boots at once; each machine waits paused for its turn; repeat 2 of
+    each measures the kept boot; at the end the pool shuts both down."""
+    import functools
+    from orchestrator import compare, scenario as scenario_mod
+    machines = {}
+    base = _on_ports(s, *(sock.getsockname()[1] for sock in _free_udp_ports(2)))
+
+    def parts(argv, paths, logs):
+        name = argv[argv.index("-name") + 1]
+        dom0 = _dom0(paths.share_dir)
+        dom0.share_mount = measure.render.SHARE_MOUNT
+        machines[name] = FakeMachine()
+        return machines[name], FakeConsole(XEN_LOG), dom0
+    monkeypatch.setattr(compare, "run", functools.partial(run_mod.run, make_parts=parts,
+                                                          ensure_images=_fake_images(tmp_path)))
+    other = dataclasses.replace(base, name="other")
+    comp = scenario_mod.Comparison("cmp", "two", (base, other), repeats=2)
+    outcome = compare.run_comparison(ROOT / "testbed.yaml", comp, tmp_path / "results", lambda text: None,
+                                     ensure_images=lambda variant, progress=None: None)
+    assert outcome.code == 0, [(o.bundle.name, o.error) for _, o in outcome.runs]
+    assert [s_.name for s_, _ in outcome.runs] == [base.name, "other", base.name, "other"]
+    assert sorted(machines) == [f"testbed-{base.name}", "testbed-other"]
+    for events in (m.events for m in machines.values()):  # booted, paused for its turn, kept, taken, kept, shut
+        assert events == ["launch", "cont", "stop", "cont", "stop", "cont", "stop", "cont", "shutdown"], events
+    later = [o for _, o in outcome.runs[2:]]
+    assert all([r.name for r in o.runner.results] == ["measure", "evaluate", "collect"] for o in later)
+    rows = [r.name for r in outcome.runner.results]
+    assert rows[-2:] == [f"shutdown:other", f"shutdown:{base.name}"] or rows[-2:] == [f"shutdown:{base.name}",
+                                                                                      "shutdown:other"]
 
 
 def test_a_failed_run_is_not_kept_by_the_pool(s, tmp_path):
