@@ -68,13 +68,21 @@ def _hand_accel(s):
     return "kvm" if s.machine.accel == "kvm" else "tcg"
 
 
+def _hand_plugin(s, imgs, paths):
+    """The vCPU counter's -plugin value once its image and Xen's symbols are built (else None)."""
+    from .run import vcpu_plugin
+    if imgs.vcpu_plugin is None or not imgs.vcpu_plugin.exists() or not imgs.xen_syms.exists():
+        return None
+    return vcpu_plugin(s, imgs, paths, _hand_accel(s))
+
+
 def cmd_render(args):
     from .run import overlay, write_dom0_initrd
 
     s = _load(args)
     folder = Path(args.outdir or ROOT / "build" / s.name)
     imgs, paths = _planned_paths(s, folder)
-    files = render.render_all(s, paths, _hand_accel(s))
+    files = render.render_all(s, paths, _hand_accel(s), _hand_plugin(s, imgs, paths))
     render.write_all(files, folder)
     Path(paths.share_dir).mkdir(exist_ok=True)
     out.print(f"rendered {len(files)} files of scenario {s.name} into {folder}/")
@@ -89,8 +97,8 @@ def cmd_render(args):
 def cmd_qemu_cmdline(args):
     s = _load(args)
     folder = Path(args.outdir or ROOT / "build" / s.name)
-    _, paths = _planned_paths(s, folder)
-    print(shlex.join(render.qemu_argv(s, paths, _hand_accel(s))))
+    imgs, paths = _planned_paths(s, folder)
+    print(shlex.join(render.qemu_argv(s, paths, _hand_accel(s), _hand_plugin(s, imgs, paths))))
     if not Path(paths.dom0_initrd).exists():
         err.print(f"note: run `testbed render {s.name} {folder}` first: it writes the dom0 initrd this command boots")
     return EXIT_OK

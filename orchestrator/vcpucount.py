@@ -20,6 +20,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .deadline import Deadline
 from .errors import TestbedError
 
@@ -136,50 +138,75 @@ def align(stamps, events):
     return out
 
 
-def pins(T, C, i, j):
-    """Does stamp i at record j have a neighbour whose gap matches (no idle skip between)?"""
-    def same(a, b):
-        return abs(a - b) <= DRIFT + DRIFT_RATE * b
-    if not (0 <= i < len(T) and 0 <= j < len(C)):
-        return False
-    return any(0 <= i + s < len(T) and 0 <= j + s < len(C) and same(abs(T[i + s] - T[i]), abs(C[j + s] - C[j]))
-               for s in (1, -1))
+def _pin_vector(T, G, i, shifts):
+    """For stamp i and each candidate shift d (record i + d): does a neighbour's gap equal its record's
+    (no idle skip between, to the drift)? G: the gaps between consecutive records."""
+    out = np.zeros(len(shifts), dtype=bool)
+    j = i + shifts
+    for step in (1, -1):
+        if not 0 <= i + step < len(T):
+            continue
+        gap_t = abs(T[i + step] - T[i])
+        k = j if step == 1 else j - 1  # the gap between record j and its neighbour
+        ok = (k >= 0) & (k < len(G)) & (j >= 0) & (j <= len(G))
+        gap_c = G[np.clip(k, 0, max(len(G) - 1, 0))] if len(G) else np.zeros(len(shifts))
+        out |= ok & (np.abs(gap_t - gap_c) <= DRIFT + DRIFT_RATE * gap_c)
+    return out
+
+
+SKIP_COST, BACK_COST, FAR_COST = 0.5, 2.0, 0.05  # per record skipped, per step back, per record of start shift
 
 
 def _align_site(T, C):
-    """Sorted stamp TSCs T and record totals C of one site -> ({stamp index: record index}, pins)."""
+    """Sorted stamp TSCs T and record totals C of one site -> ({stamp index: record index}, pins).
+
+    The shift d (stamp i is record i + d) is chosen per stamp by dynamic programming: a pin scores 1,
+    each record skipped (d up) costs SKIP_COST, a stamp without record (d down) BACK_COST, a start far
+    from 0 FAR_COST per record. Periodic gaps (a timer's) pin at several shifts; the path that keeps
+    pinning through the irregular gaps wins."""
     if not T or not C:
         return {}, 0
-    head = range(min(len(T), 400))
-    shift = max(range(-MAX_SKIP, min(len(C), 64)),
-                key=lambda d: (sum(pins(T, C, i, i + d) for i in head), d >= 0, -abs(d)))
-    out, pinned, owner = {}, set(), {}
-
-    def holds(i, d):  # pins at i and at the next stamp: one coincidence of regular gaps is not enough
-        return pins(T, C, i, i + d) and (i + 1 >= len(T) or pins(T, C, i + 1, i + 1 + d))
-
-    for i in range(len(T)):
-        if pins(T, C, i, i + shift):
-            pinned.add(i)
-        elif not pins(T, C, i + 1, i + 1 + shift):
-            for d in (*range(shift + 1, shift + MAX_SKIP + 1), shift - 1, shift - 2):
-                if holds(i, d):
-                    shift = d
-                    pinned.add(i)
-                    break
-        j = i + shift
+    T, C = np.asarray(T, dtype=np.int64), np.asarray(C, dtype=np.int64)
+    G = np.diff(C)
+    shifts = np.arange(-MAX_SKIP, max(64, len(C) - len(T) + 2 * MAX_SKIP) + 1)
+    score = -FAR_COST * np.abs(shifts) + _pin_vector(T, G, 0, shifts)
+    pinned = [None] * len(T)
+    pinned[0] = _pin_vector(T, G, 0, shifts)
+    moves = np.zeros((len(T), len(shifts)), dtype=np.int8)  # the shift change that led to each state
+    for i in range(1, len(T)):
+        best, move = score.copy(), np.zeros(len(shifts), dtype=np.int8)
+        for k in range(1, MAX_SKIP + 1):  # from shift d - k: k records skipped
+            cand = np.full(len(shifts), -np.inf)
+            cand[k:] = score[:-k] - SKIP_COST * k
+            better = cand > best
+            best[better], move[better] = cand[better], k
+        cand = np.full(len(shifts), -np.inf)  # from shift d + 1: stamp i - 1 had no record
+        cand[:-1] = score[1:] - BACK_COST
+        better = cand > best
+        best[better], move[better] = cand[better], -1
+        pinned[i] = _pin_vector(T, G, i, shifts)
+        score, moves[i] = best + pinned[i], move
+    at = int(np.argmax(score))
+    path = [0] * len(T)
+    for i in range(len(T) - 1, -1, -1):
+        path[i] = at
+        at -= int(moves[i][at])
+    out, owner, n_pins = {}, {}, 0
+    for i, at in enumerate(path):
+        j, pin = i + int(shifts[at]), bool(pinned[i][at])
+        n_pins += pin
         if not (0 <= j < len(C) and T[i] - C[j] >= -DRIFT):  # the offset is never negative
             continue
         rival = owner.get(j)
-        if rival is not None:  # two stamps on one record: a stamp without record came; keep a pinned one
+        if rival is not None:  # two stamps on one record: keep the pinned one (or neither)
+            rival_pin = bool(pinned[rival][path[rival]])
             del out[rival]
-            if rival in pinned and i not in pinned:
+            if rival_pin and not pin:
                 out[rival] = j
-                continue
-            if i not in pinned:
+            if not pin:
                 continue
         out[i], owner[j] = j, i
-    return out, len(pinned)
+    return out, n_pins
 
 
 def stamp_streams(stamps, events):
@@ -206,7 +233,8 @@ SPLIT_COLUMNS = ("rt_own", "others", "idle_skipped")
 def split_samples(samples, entry_stamps, guest_stamps, events):
     """-> one dict per sample: rt_own (the RT pCPU's own instructions from Xen's entry to the guest
     handler), others (the other vCPUs' instructions inside it), idle_skipped (ticks QEMU skipped with
-    every vCPU idle); None where a stamp found no record. Also -> how many samples were split."""
+    every vCPU idle, less the drift: a few tens below 0 over millions of instructions); None where a
+    stamp found no record. Also -> how many samples were split."""
     stamps = [(t, SITE_XEN_ENTRY) for t in entry_stamps] + [(t, SITE_GUEST_CLOCK) for t in guest_stamps]
     placed = align(stamps, stamp_streams(stamps, events))
     at = {}
@@ -220,7 +248,8 @@ def split_samples(samples, entry_stamps, guest_stamps, events):
             continue
         everyone, own = g.total - e.total, g.own - e.own
         row = {"rt_own": own, "others": everyone - own, "idle_skipped": (s.guest_tsc - s.vmm_tsc) - everyone}
-        if row["others"] < 0 or row["idle_skipped"] < -DRIFT:  # records that cannot be this span's: not split
+        # records that cannot be this span's: not split (idle_skipped may dip below 0 by the drift)
+        if row["others"] < 0 or row["idle_skipped"] < -(DRIFT + DRIFT_RATE * everyone):
             rows.append(dict.fromkeys(SPLIT_COLUMNS))
             continue
         split += 1

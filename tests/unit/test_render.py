@@ -48,6 +48,15 @@ def test_qemu_argv_shape():
     assert initrd == "/images/kernel/vmlinuz console=hvc0 earlyprintk=xen,/run/testbed/dom0-initrd"
 
 
+def test_the_vcpu_plugin_follows_icount_in_the_argv():
+    plugin = "file=/images/vcpu-plugin/vcpucount.so,out=/results/run/raw/vcpu-counts.bin,vcpu=1"
+    argv = render.qemu_argv(_default(), PATHS, "tcg", plugin)
+    assert argv[argv.index("-plugin") + 1] == plugin and argv.index("-plugin") == argv.index("-icount") + 2
+    assert "-plugin" not in render.qemu_argv(_default(), PATHS, "tcg")
+    with pytest.raises(ValueError, match="space"):
+        render.qemu_argv(_default(), PATHS, "tcg", plugin + " x")
+
+
 def test_host_timing_is_multi_threaded_tcg_without_icount():
     s = scenario.load(ROOT / "testbed.yaml", "boot-stock-host")
     argv = render.qemu_argv(s, PATHS, "tcg")

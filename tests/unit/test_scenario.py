@@ -53,6 +53,12 @@ def _with_override(tmp_path, override):
     return [str(p) for p in info.value.problems], first_line, path
 
 
+def test_vcpu_counts_need_instruction_timing(tmp_path):
+    problems, line, path = _with_override(tmp_path, "machine:\n  timing: host\n  vcpu_counts: true\n")
+    assert len(problems) == 1 and "scenarios.bad.machine.vcpu_counts: per-vCPU instruction counts need " \
+        "instruction timing" in problems[0] and problems[0].startswith(f"{path}:")
+
+
 def test_unknown_key_names_line_field_and_allowed_keys(tmp_path):
     problems, line, path = _with_override(tmp_path, "machine:\n  cpu: 3\n")
     assert problems == [f"{path}:{line + 1}: scenarios.bad.machine.cpu: unknown key 'cpu'; allowed: "
