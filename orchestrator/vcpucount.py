@@ -154,6 +154,24 @@ def _pin_vector(T, G, i, shifts):
     return out
 
 
+def _offset_bounds(T, C, js, pins):
+    """Per stamp: (lowest, highest) offset TSC - total it may have: idle skips only raise the offset, so
+    it lies between the pinned stamps' before and after it (give or take the drift)."""
+    n = len(T)
+    lo, hi = [-np.inf] * n, [np.inf] * n
+    last = -np.inf
+    for i in range(n):
+        lo[i] = last
+        if pins[i] and 0 <= js[i] < len(C):
+            last = T[i] - C[js[i]]
+    nxt = np.inf
+    for i in range(n - 1, -1, -1):
+        hi[i] = nxt
+        if pins[i] and 0 <= js[i] < len(C):
+            nxt = T[i] - C[js[i]]
+    return [(lo[i] - DRIFT, hi[i] + DRIFT) for i in range(n)]
+
+
 SKIP_COST, BACK_COST, FAR_COST = 0.5, 2.0, 0.05  # per record skipped, per step back, per record of start shift
 
 
@@ -192,9 +210,20 @@ def _align_site(T, C):
         path[i] = at
         at -= int(moves[i][at])
     out, owner, n_pins = {}, {}, 0
+    pins_at = [bool(pinned[i][at]) for i, at in enumerate(path)]
+    bounds = _offset_bounds(T, C, [i + int(shifts[at]) for i, at in enumerate(path)], pins_at)
+    d = [int(shifts[at]) for at in path]
     for i, at in enumerate(path):
-        j, pin = i + int(shifts[at]), bool(pinned[i][at])
+        j, pin = i + d[i], pins_at[i]
         n_pins += pin
+        if not pin:
+            # Beside a change of shift an unpinned stamp may belong to either side: its offset must lie
+            # between the pinned stamps' around it, and if both sides' records do, it is left out.
+            near = {i + d[k] for k in (i - 1, i, i + 1) if 0 <= k < len(d)}
+            fit = [c for c in sorted(near) if 0 <= c < len(C) and bounds[i][0] <= T[i] - C[c] <= bounds[i][1]]
+            if len(fit) != 1:
+                continue
+            j = fit[0]
         if not (0 <= j < len(C) and T[i] - C[j] >= -DRIFT):  # the offset is never negative
             continue
         rival = owner.get(j)
