@@ -4,11 +4,12 @@ confidence intervals and a verdict per scenario against the baseline, the breakd
 each run's path, an overlaid CDF and a box plot, in one bundle. Each run keeps its own full
 bundle under runs/."""
 
+import dataclasses
 import json
+import threading
 import time
 
-import dataclasses
-import threading
+from rich.markup import escape
 
 from . import analysis, breakdown, bundle, images, progress, report, verdict
 from .errors import EXIT_INFRA, EXIT_OK, ImageError
@@ -93,7 +94,7 @@ def _first_round(scenario_file, comp, round_, b, say, runner, outcomes, sets, ad
     done = [None] * len(round_)
 
     def one(k, s):
-        tagged = lambda text: say(f"[{s.name}] {text}")  # noqa: E731 - two runs print at once
+        tagged = lambda text: say(f"{escape(f'[{s.name}]')} {text}")  # noqa: E731 - two runs print at once
         t0 = time.monotonic()
         try:
             done[k] = (run(scenario_file, s, b.dir / "runs", tagged, pack=False, sets=sets, pool=pool,

@@ -19,11 +19,28 @@ def comparison():
     comp = scenario.load_target(FILE, "smoke-comparison")
     outcome = compare.run_comparison(FILE, comp, ROOT / "results", print)
     print(outcome.report)
-    return outcome.code, outcome.bundle, dict((s.name, o) for s, o in outcome.runs), outcome.report
+    first = {}
+    for s, o in outcome.runs:  # the run of each scenario that booted its machine
+        first.setdefault(s.name, o)
+    return outcome.code, outcome.bundle, first, outcome.report, outcome
+
+
+def test_repeats_measure_the_first_runs_boot(comparison):
+    """Boot reuse for real: repeat 2 of each scenario measured the machine repeat 1 booted (side by side
+    with the other scenario's), and the pool shut both down after the last run."""
+    outcome = comparison[4]
+    assert [s.name for s, _ in outcome.runs] == ["smoke-stock", "smoke-natsume"] * 2
+    for (s, first), (_, again) in zip(outcome.runs[:2], outcome.runs[2:]):
+        manifest = json.loads((again.bundle / "manifest.json").read_text())
+        assert manifest["boot"]["reused_from"] == first.bundle.name, manifest.get("boot")
+        assert [r.name for r in again.runner.results] == ["measure", "evaluate", "collect"]
+        assert again.code == 0, again.checks
+    rows = {r.name: r for r in outcome.runner.results}
+    assert rows["shutdown:smoke-stock"].status == "passed" and rows["shutdown:smoke-natsume"].status == "passed"
 
 
 def test_both_variants_measure(comparison):
-    code, final, outcomes, text = comparison
+    code, final, outcomes, text, _ = comparison
     for name, o in outcomes.items():
         assert o.error is None, f"{name}: {o.error}"
         assert o.code == 0, f"{name}: {o.checks}"
