@@ -89,8 +89,10 @@ def _boots_side_by_side(comp):
 
 def _first_round(scenario_file, comp, round_, b, say, runner, outcomes, sets, advance, pool):
     """Repeat 1 of every scenario: the machines boot side by side, then measure one after the other in
-    schedule order; -> True if a signal stopped it."""
+    schedule order; -> True if a signal stopped it. Each run's thread stays alive until the pool has
+    shut the machines down: QEMU dies with the thread that started it (PR_SET_PDEATHSIG)."""
     turns = [threading.Event() for _ in round_]
+    finished = [threading.Event() for _ in round_]
     done = [None] * len(round_)
 
     def one(k, s):
@@ -101,36 +103,33 @@ def _first_round(scenario_file, comp, round_, b, say, runner, outcomes, sets, ad
                            turn=turns[k]), time.monotonic() - t0)
         except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
             done[k] = exc
+        finished[k].set()
+        pool.released.wait()
+
+    def stop_all(wait_s=30):
+        pool.abort()
+        for turn in turns:
+            turn.set()
+        for event in finished:
+            event.wait(wait_s)
 
     say(f"[bold]── {comp.name}: runs 1-{len(round_)}/{len(comp.schedule())}: "
         f"{', '.join(s.name for _, s in round_)} boot side by side, then measure in turn[/bold]")
-    threads = [threading.Thread(target=one, args=(k, s), name=f"boot-{s.name}", daemon=True)
-               for k, (_, s) in enumerate(round_)]
-    for t in threads:
-        t.start()
+    for k, (_, s) in enumerate(round_):
+        threading.Thread(target=one, args=(k, s), name=f"boot-{s.name}", daemon=True).start()
     try:
         for k, (repeat, s) in enumerate(round_):
             turns[k].set()
-            threads[k].join()
+            finished[k].wait()
             if isinstance(done[k], BaseException):
-                pool.abort()
-                for later in turns:
-                    later.set()
+                stop_all()
                 raise done[k]
             outcome, seconds = done[k]
             if _record(s, repeat, outcome, seconds, outcomes, runner, advance):
-                pool.abort()
-                for later in turns:
-                    later.set()
-                for t in threads:
-                    t.join(30)
+                stop_all()
                 return True
     except KeyboardInterrupt:
-        pool.abort()
-        for later in turns:
-            later.set()
-        for t in threads:
-            t.join(30)
+        stop_all()
         for k, (repeat, s) in enumerate(round_):  # what finished is reported
             if isinstance(done[k], tuple) and all(o is not done[k][0] for _, o in outcomes):
                 _record(s, repeat, done[k][0], done[k][1], outcomes, runner, advance)

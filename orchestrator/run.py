@@ -13,6 +13,7 @@ import json
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,6 +330,7 @@ class BootPool:
         self.say, self.runner, self.kept = say, runner, {}
         self.active = []  # the Runs in progress (a parallel first round has several)
         self.aborted = False
+        self.released = threading.Event()  # set once every machine is down: the threads that started them may end
 
     def abort(self):
         """Ctrl-C or SIGTERM while runs boot side by side: stop their machines, so their stages end."""
@@ -348,12 +350,19 @@ class BootPool:
         return json.dumps(s.as_dict(), sort_keys=True, default=str)
 
     def take(self, s):
-        """The kept machine of this scenario, running, or None; every other one paused."""
-        for key, kept in self.kept.items():
-            if key != self.key(s) and kept.r.machine.status() == "running":
-                kept.r.machine.stop()
+        """The kept machine of this scenario, running, or None (a fresh boot); every other one paused.
+        A kept machine that stopped answering is dropped (its scenario boots again)."""
+        for key, kept in list(self.kept.items()):
+            try:
+                if kept.r.machine.status() == "running" and key != self.key(s):
+                    kept.r.machine.stop()
+            except Exception as exc:  # noqa: BLE001 - QEMU died or hung: nothing to keep
+                self.say(f"[yellow]the machine kept for {kept.r.s.name} stopped answering ({exc}); "
+                         "its next run boots a new one[/yellow]")
+                del self.kept[key]
+                kept.stack.close()
         kept = self.kept.pop(self.key(s), None)
-        if kept is not None and kept.r.machine.status() != "running":
+        if kept is not None:
             kept.r.machine.cont()
         return kept
 
@@ -364,6 +373,12 @@ class BootPool:
     def close(self, graceful=True):
         """Shut each machine down (the guests, then QEMU) as its scenario's last run would have; after
         a failure or a signal only quit QEMU."""
+        try:
+            self._close(graceful)
+        finally:
+            self.released.set()
+
+    def _close(self, graceful):
         while self.kept:
             _, kept = self.kept.popitem()
             t0 = time.monotonic()

@@ -1,7 +1,9 @@
 """Comparison report: Figure 2 as a table, overlaid plots, per-run lines; comparison definitions."""
 
+import dataclasses
 import json
 import textwrap
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -166,6 +168,40 @@ def test_an_interrupted_run_stops_the_comparison(tmp_path, monkeypatch):
     assert started == ["iso-stock", "other"] and outcome.code == 2 and len(outcome.runs) == 2
     assert outcome.interrupted
     assert (outcome.bundle / "report.md").exists() and outcome.archive.exists()
+
+
+def test_machines_booted_side_by_side_outlive_their_threads(tmp_path, monkeypatch):
+    """QEMU is started with PR_SET_PDEATHSIG, which fires when the *thread* that started it ends: the
+    first round's threads must live until the pool has shut the machines down."""
+    import subprocess
+    from orchestrator import machine
+    s = scenario.load(ROOT / "testbed.yaml", "iso-stock")
+    comp = _two(s)
+    children = []
+
+    def fake_run(file, sc, results, say, pack=True, sets=(), pool=None, turn=None):
+        children.append(subprocess.Popen(["sleep", "60"], preexec_fn=machine._die_with_parent))
+        if turn is not None:
+            turn.wait()
+        folder = results / f"{sc.name}-{len(children)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return SimpleNamespace(bundle=folder, code=0, checks=[], interrupted=False, error=None)
+
+    def check_alive(self, graceful=True):
+        time.sleep(0.3)  # a dead thread's child gets its SIGKILL at once
+        alive.extend(c.poll() is None for c in children)
+
+    alive = []
+    monkeypatch.setattr(compare, "run", fake_run)
+    monkeypatch.setattr(compare.BootPool, "_close", check_alive)
+    try:
+        compare.run_comparison(ROOT / "testbed.yaml", dataclasses.replace(comp, repeats=1), tmp_path,
+                               lambda t: None, ensure_images=lambda variant, progress: None)
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()
+    assert alive == [True, True]
 
 
 def test_a_comparison_builds_every_variants_images_before_its_first_run(tmp_path, monkeypatch):
