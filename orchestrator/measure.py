@@ -83,7 +83,7 @@ class GuestConsole:
         self.send(line)
         new_output = f"tail -c +{start + 1} {shlex.quote(self.log)}"
         d = Deadline(timeout)
-        for _ in d.poll(0.5):
+        for _ in d.poll(0.1, max_interval=0.5, backoff=1.5):  # most commands answer within a second
             if self.agent.run(f"{new_output} | grep -qE {shlex.quote(done)}", timeout=d.attempt(60)).ok:
                 if to_file:
                     self.agent.run(f"{new_output} > {shlex.quote(to_file)}", timeout=120, check=True)
@@ -106,10 +106,12 @@ def dom0_counters(agent):
     return table
 
 
-def guest_counters(console):
-    """rtagent's counters line: `RTAGENT-COUNTERS key=value ...`."""
-    text = console.command("rtagent counters", r"^RTAGENT-COUNTERS ", 60)
-    line = re.search(r"^RTAGENT-COUNTERS (.*)$", text, re.M).group(1)
+def guest_counters(console=None, text=None):
+    """rtagent's counters line: `RTAGENT-COUNTERS key=value ...`, asked for, or found in `text` (the
+    output of `rtagent sysinfo`, which ends with it)."""
+    if text is None or not re.search(r"^RTAGENT-COUNTERS ", text, re.M):
+        text = console.command("rtagent counters", r"^RTAGENT-COUNTERS ", 60)
+    line = re.search(r"^RTAGENT-COUNTERS (.*?)\r?$", text, re.M).group(1)
     return dict(p.split("=", 1) for p in line.split() if "=" in p)
 
 
@@ -178,11 +180,14 @@ SYSINFO = {
 
 
 def sysinfo(agent, rt, folder):
-    """Snapshot of interrupt state in dom0, Xen and the RT guest (avocado's sysinfo)."""
+    """Snapshot of interrupt state in dom0, Xen and the RT guest (avocado's sysinfo); -> the RT guest's
+    part (it ends with rtagent's counters line)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, command in SYSINFO.items():
         (folder / name).write_text(agent.run(command, timeout=60).stdout)
-    (folder / "rt-guest-interrupts.txt").write_text(rt.command("rtagent sysinfo", r"^RTAGENT-SYSINFO-END", 60))
+    text = rt.command("rtagent sysinfo", r"^RTAGENT-SYSINFO-END", 60)
+    (folder / "rt-guest-interrupts.txt").write_text(text)
+    return text
 
 
 def start_xentrace(agent, pages):
@@ -266,8 +271,8 @@ def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub=""):
     say(f"calibration: {rec.calibration['instructions']} instructions read {rec.calibration['ticks']} ticks "
         f"({rec.calibration['ticks_per_instruction']:.5f} per instruction)")
     step("sysinfo_before")
-    sysinfo(agent, rt, share_dir / "sysinfo-before")
-    rec.counters_before = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
+    guest_view = sysinfo(agent, rt, share_dir / "sysinfo-before")
+    rec.counters_before = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt, guest_view)}
     stamping = s.measurement.stamping
     step("probes_start")
     pid = start_probes(agent, rt, s, rec) if stamping else None
@@ -282,12 +287,12 @@ def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub=""):
             stop_xentrace(agent, pid, mount)
             rt.command("rtagent stop", r"^RTAGENT-STOPPED", 60)
     step("sysinfo_after")
-    rec.counters_after = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt)}
+    guest_view = sysinfo(agent, rt, share_dir / "sysinfo-after")
+    rec.counters_after = {"dom0": dom0_counters(agent), "rt_guest": guest_counters(rt, guest_view)}
     if s.hypervisor.variant == "natsume":
         rec.natsume_fast_path, rec.natsume_dropped = natsume_counters(agent, share_dir / "natsume-counters.txt")
     (share_dir / "traffic.json").write_text(json.dumps(
         {"sent": rec.traffic, "before": rec.counters_before, "after": rec.counters_after}, indent=2) + "\n")
-    sysinfo(agent, rt, share_dir / "sysinfo-after")
     if stamping:
         step("dump")
         with progress.task("dump of the RT guest's records") as advance:

@@ -236,7 +236,7 @@ def _dom0(share_dir, extra=()):
     dump = gzip_dump(FTRACE_HEAD + "".join(_line(t + 4_000) for t in VMM_TSCS), len(VMM_TSCS))
     replies = {
         "rtagent calibrate": "RTAGENT-CALIBRATE n=400000 base=52 loop=400080\n",
-        "rtagent sysinfo": " 40: 9 xen-pirq eth0-rx-0\nRTAGENT-SYSINFO-END\n",
+        "rtagent sysinfo": " 40: 9 xen-pirq eth0-rx-0\nRTAGENT-COUNTERS rx_packets=10 irqs=4\r\nRTAGENT-SYSINFO-END\n",
         "rtagent counters": "RTAGENT-COUNTERS rx_packets=10 irqs=4\n",
         "rtagent start": "RTAGENT-STARTED irqs=40:eth0-rx-0\n",
         "rtagent stop": "RTAGENT-STOPPED\n",
@@ -291,8 +291,9 @@ def test_measure_runs_the_procedure_on_a_fake_dom0(s, tmp_path):
     assert rec.trace_path.read_bytes() and "RTAGENT-DUMP-END" in rec.guest_dump_path.read_text()
     assert not dom0.xentrace_running
     typed = [c for c in dom0.commands if c.startswith("printf")]
-    assert [c.split("'")[3].split()[1] for c in typed] == ["calibrate", "sysinfo", "counters", "start", "stop",
-                                                           "counters", "sysinfo", "dump"]
+    # the counters come with sysinfo's output: no console command of their own
+    assert [c.split("'")[3].split()[1] for c in typed] == ["calibrate", "sysinfo", "start", "stop", "sysinfo", "dump"]
+    assert rec.counters_before["rt_guest"] == {"rx_packets": "10", "irqs": "4"}
     assert json.loads((tmp_path / "traffic.json").read_text())["sent"]["measured"]["frames"] == 6
 
 
