@@ -17,12 +17,15 @@
 #   rtagent stop    tracing_off
 #                   -> RTAGENT-STOPPED entries=<n> overrun=<n> dropped=<n>
 #                      and the RTAGENT-COUNTERS line
-#   rtagent dump [--gzip]
+#   rtagent dump [--gzip|--frames]
 #                   -> RTAGENT-DUMP-BEGIN, our trace lines as ftrace prints them
 #                      (x86-tsc timestamps; IRQ entries and every upcall line),
 #                      RTAGENT-DUMP-END lines=<n>; with --gzip the lines come
 #                      gzipped and base64-encoded after
-#                      RTAGENT-DUMP-BEGIN gzip+base64 bytes=<uncompressed bytes>
+#                      RTAGENT-DUMP-BEGIN gzip+base64 bytes=<uncompressed bytes>;
+#                      with --frames they leave as raw frames on the measured
+#                      NIC (/bin/framesend) and the console shows only
+#                      RTAGENT-DUMP-BEGIN frames bytes=<n>, FRAMESEND frames=..
 #   rtagent counters
 #                   -> RTAGENT-COUNTERS if=<iface> rx_packets=.. rx_dropped=..
 #                      rx_missed_errors=.. rx_fifo_errors=.. rx_errors=..
@@ -210,7 +213,10 @@ cmd_dump() {
             }
         }
         END { print n + 0 }' $T/trace)
-    if [ "$1" = "--gzip" ]; then  # the console is the slow part: about a tenth of the bytes cross it
+    if [ "$1" = "--frames" ]; then  # raw frames on the measured NIC, to the host's end of its netdev
+        echo "RTAGENT-DUMP-BEGIN frames bytes=$(wc -c </tmp/rtagent.dump)"
+        /bin/framesend "$(get_state if)" /tmp/rtagent.dump
+    elif [ "$1" = "--gzip" ]; then  # the console is the slow part: about a tenth of the bytes cross it
         echo "RTAGENT-DUMP-BEGIN gzip+base64 bytes=$(wc -c </tmp/rtagent.dump)"
         gzip -c /tmp/rtagent.dump | base64
     else

@@ -5,7 +5,7 @@
 # guest_agents/guest-init.sh, /bin/rtagent is guest_agents/rtagent.sh (the RT
 # guest's ftrace stamp agent), /bin/tsccal from guest_agents/tsccal.c (the TSC
 # calibration loop) and /bin/icsstorm from guest_agents/icsstorm.c (the interrupt
-# storm), both compiled freestanding, busybox applets as symlinks, and only the kernel
+# storm) and /bin/framesend from guest_agents/framesend.c (the dump's frames), compiled freestanding, busybox applets as symlinks, and only the kernel
 # modules the guests need (xen-pcifront, e1000e, e1000, xen-netfront and their
 # dependencies; ptp/pps_core are built into Debian's kernel) from KERNEL_DIR
 # (an output of fetch-kernel.sh), with depmod -b.
@@ -28,6 +28,8 @@ TSCCAL_SRC=$REPO_DIR/guest_agents/tsccal.c
 [ -f "$TSCCAL_SRC" ] || die "$TSCCAL_SRC missing"
 ICSSTORM_SRC=$REPO_DIR/guest_agents/icsstorm.c
 [ -f "$ICSSTORM_SRC" ] || die "$ICSSTORM_SRC missing"
+FRAMESEND_SRC=$REPO_DIR/guest_agents/framesend.c
+[ -f "$FRAMESEND_SRC" ] || die "$FRAMESEND_SRC missing"
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
 file -b "$BUSYBOX" | grep -q 'statically linked' || die "$BUSYBOX is not statically linked (install busybox-static)"
@@ -59,6 +61,8 @@ gcc -static -nostdlib -O2 -fno-stack-protector -fno-pie -no-pie -o "$R/bin/tscca
     || die "cannot compile $TSCCAL_SRC"
 gcc -static -nostdlib -O2 -fno-stack-protector -fno-pie -no-pie -o "$R/bin/icsstorm" "$ICSSTORM_SRC" \
     || die "cannot compile $ICSSTORM_SRC"
+gcc -static -nostdlib -O2 -fno-stack-protector -fno-pie -no-pie -o "$R/bin/framesend" "$FRAMESEND_SRC" \
+    || die "cannot compile $FRAMESEND_SRC"
 mknod -m 600 "$R/dev/console" c 5 1
 mknod -m 666 "$R/dev/null" c 1 3
 echo "root:x:0:0:root:/root:/bin/sh" >"$R/etc/passwd"
@@ -81,6 +85,7 @@ log "packing newc cpio + gzip -9"
     echo "rtagent.sh - $(sha256_of "$RTAGENT_SRC")"
     echo "tsccal.c gcc-$(gcc -dumpfullversion) $(sha256_of "$TSCCAL_SRC")"
     echo "icsstorm.c gcc-$(gcc -dumpfullversion) $(sha256_of "$ICSSTORM_SRC")"
+    echo "framesend.c gcc-$(gcc -dumpfullversion) $(sha256_of "$FRAMESEND_SRC")"
     echo "freestanding.h $(sha256_of "$REPO_DIR/guest_agents/freestanding.h")"
     echo "kernel-release $KVER -"
     grep -E '^(linux-image|vmlinuz)' "$KDIR/versions.txt" | sed 's/^/kernel:/'

@@ -63,7 +63,7 @@ def recipes(variant="stock"):
         "guest-initramfs": Recipe("guest-initramfs", "build-guest-initramfs.sh",
                                   inputs=(ROOT / "guest_agents" / "guest-init.sh", ROOT / "guest_agents" / "rtagent.sh",
                                           ROOT / "guest_agents" / "tsccal.c", ROOT / "guest_agents" / "icsstorm.c",
-                                          ROOT / "guest_agents" / "freestanding.h"),
+                                          ROOT / "guest_agents" / "framesend.c", ROOT / "guest_agents" / "freestanding.h"),
                                   needs=("kernel",)),
         "dom0-rootfs": Recipe("dom0-rootfs", "build-dom0-rootfs.sh", needs=("kernel",)),
         "vcpu-plugin": Recipe("vcpu-plugin", "build-vcpu-plugin.sh", inputs=(IMAGES / "plugin" / "vcpucount.c",),

@@ -347,3 +347,75 @@ class Sender(threading.Thread):
         if self.error is not None:
             raise TrafficError(f"{self.name} failed: {self.error}") from self.error
         return self.counters
+
+
+# ---------------------------------------------------------------- frames from the guest (the dump)
+
+DUMP_ETHERTYPE = 0x88B5  # guest_agents/framesend.c
+DUMP_MAGIC = b"TBDUMP"
+DUMP_HEADER = struct.Struct("<6sIIIH")  # magic, seq, frames, bytes, length; after the 14-byte Ethernet header
+
+
+class FrameError(Exception):
+    pass
+
+
+class FrameReceiver:
+    """The host's end of a NIC's socket netdev, where QEMU sends every frame the guest transmits:
+    collects framesend's frames (a file cut into numbered pieces) while the guest sends them."""
+
+    def __init__(self, port, rcvbuf=64 << 20):
+        self.port, self.rcvbuf = port, rcvbuf
+        self.pieces, self.declared = {}, None
+        self.stop = threading.Event()
+        self.sock = self.thread = None
+
+    def __enter__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, self.rcvbuf)  # SO_RCVBUFFORCE (root): past rmem_max
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        try:
+            self.sock.bind(("127.0.0.1", self.port))
+        except OSError as exc:
+            self.sock.close()
+            raise FrameError(f"cannot listen on 127.0.0.1:{self.port} for the guest's frames: {exc.strerror}") from None
+        self.sock.settimeout(0.2)
+        self.thread = threading.Thread(target=self._receive, name="frame-receiver", daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+    def _receive(self):
+        while not self.stop.is_set():
+            try:
+                frame = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if len(frame) < 14 + DUMP_HEADER.size or int.from_bytes(frame[12:14], "big") != DUMP_ETHERTYPE:
+                continue
+            magic, seq, frames, size, length = DUMP_HEADER.unpack_from(frame, 14)
+            if magic == DUMP_MAGIC:
+                self.declared = (frames, size)
+                self.pieces[seq] = frame[14 + DUMP_HEADER.size:14 + DUMP_HEADER.size + length]
+
+    def collect(self, frames, size, wait_s=10):
+        """-> the file, once all `frames` pieces are in (the guest said how many and how big)."""
+        deadline = time.monotonic() + wait_s
+        while len(self.pieces) < frames and time.monotonic() < deadline:
+            time.sleep(0.01)
+        missing = [i for i in range(frames) if i not in self.pieces]
+        if missing:
+            raise FrameError(f"{len(missing)} of {frames} frames did not arrive within {wait_s} s (first missing: "
+                             f"{missing[0]})")
+        data = b"".join(self.pieces[i] for i in range(frames))
+        if len(data) != size or self.declared != (frames, size):
+            raise FrameError(f"the frames hold {len(data)} bytes, the guest sent {size}")
+        return data

@@ -160,6 +160,7 @@ class FakeDom0(FakeAgent):
         reply = next((text for prefix, text in self.replies.items() if line.startswith(prefix)), None)
         if reply is None:
             raise AssertionError(f"the fake RT guest has no reply to {line!r}")
+        reply = reply(line) if callable(reply) else reply
         self.log += f"{line}\n{reply}"
         return 0, ""
 

@@ -212,6 +212,21 @@ def gzip_dump(body, lines):
     return f"RTAGENT-DUMP-BEGIN gzip+base64 bytes={len(body.encode())}\r\n{wrapped}\r\nRTAGENT-DUMP-END lines={lines}\n"
 
 
+def test_the_frame_receiver_reassembles_and_names_what_is_missing():
+    from orchestrator import traffic
+    sock = _free_udp_ports(1)[0]
+    port = sock.getsockname()[1]
+    sock.close()
+    data = bytes(range(256)) * 20  # 5,120 bytes: 4 frames
+    with traffic.FrameReceiver(port) as rx:
+        n = send_frames(port, data)
+        assert rx.collect(n, len(data), wait_s=5) == data
+    with traffic.FrameReceiver(port) as rx:
+        send_frames(port, data[:1400])  # only the first of 4 frames
+        with pytest.raises(traffic.FrameError, match="did not arrive"):
+            rx.collect(4, len(data), wait_s=0.3)
+
+
 def test_a_gzip_dump_unpacks_to_the_plain_dump(tmp_path):
     body = FTRACE_HEAD + "".join(_line(t) for t in VMM_TSCS)
     wire = tmp_path / "dump.gz.b64"
@@ -231,15 +246,39 @@ def test_a_damaged_gzip_dump_is_a_clear_error(tmp_path, mangle, message):
         measure.unpack_dump(wire)
 
 
-def _dom0(share_dir, extra=()):
+def send_frames(port, data):
+    """What framesend does, as QEMU's netdev hands it to the host: one UDP datagram per frame."""
+    import socket
+    import struct
+    from orchestrator import traffic
+    pieces = [data[i:i + 1400] for i in range(0, len(data), 1400)] or [b""]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for seq, piece in reversed(list(enumerate(pieces))):  # any order
+            head = b"\xff" * 6 + b"\x02" + b"\x00" * 5 + struct.pack(">H", traffic.DUMP_ETHERTYPE)
+            sock.sendto(head + traffic.DUMP_HEADER.pack(traffic.DUMP_MAGIC, seq, len(pieces), len(data), len(piece))
+                        + piece, ("127.0.0.1", port))
+    return len(pieces)
+
+
+def _dom0(share_dir, extra=(), frames_port=None):
+    """frames_port: where the fake RT guest's `rtagent dump --frames` sends its frames (None: framesend fails)."""
     log = RT_LOG
-    dump = gzip_dump(FTRACE_HEAD + "".join(_line(t + 4_000) for t in VMM_TSCS), len(VMM_TSCS))
+    body = FTRACE_HEAD + "".join(_line(t + 4_000) for t in VMM_TSCS)
+    dump = gzip_dump(body, len(VMM_TSCS))
+
+    def frames(line):
+        if frames_port is None:
+            return "RTAGENT-DUMP-BEGIN frames bytes=10\nFRAMESEND-ERROR no such interface\n"
+        n = send_frames(frames_port, body.encode())
+        return (f"RTAGENT-DUMP-BEGIN frames bytes={len(body)}\nFRAMESEND frames={n} bytes={len(body)} retries=0\n"
+                f"RTAGENT-DUMP-END lines={len(VMM_TSCS)}\n")
     replies = {
         "rtagent calibrate": "RTAGENT-CALIBRATE n=400000 base=52 loop=400080\n",
         "rtagent sysinfo": " 40: 9 xen-pirq eth0-rx-0\nRTAGENT-COUNTERS rx_packets=10 irqs=4\r\nRTAGENT-SYSINFO-END\n",
         "rtagent counters": "RTAGENT-COUNTERS rx_packets=10 irqs=4\n",
         "rtagent start": "RTAGENT-STARTED irqs=40:eth0-rx-0\n",
         "rtagent stop": "RTAGENT-STOPPED\n",
+        "rtagent dump --frames": frames,
         "rtagent dump": dump,
     }
     trace = window(1, *[natsume(0x51, 29, 1, t) for t in VMM_TSCS])
@@ -291,8 +330,12 @@ def test_measure_runs_the_procedure_on_a_fake_dom0(s, tmp_path):
     assert rec.trace_path.read_bytes() and "RTAGENT-DUMP-END" in rec.guest_dump_path.read_text()
     assert not dom0.xentrace_running
     typed = [c for c in dom0.commands if c.startswith("printf")]
-    # the counters come with sysinfo's output: no console command of their own
-    assert [c.split("'")[3].split()[1] for c in typed] == ["calibrate", "sysinfo", "start", "stop", "sysinfo", "dump"]
+    # the counters come with sysinfo's output: no console command of their own; the frames failed here
+    # (framesend: no such interface), so the console carried the dump
+    assert [c.split("'")[3].split()[1:] for c in typed] == [
+        ["calibrate", "200000"], ["sysinfo"], ["start", "--upcall"], ["stop"], ["sysinfo"], ["dump", "--frames"],
+        ["dump", "--gzip"]]
+    assert rec.dump["channel"] == "the console (gzip+base64)"
     assert rec.counters_before["rt_guest"] == {"rx_packets": "10", "irqs": "4"}
     assert json.loads((tmp_path / "traffic.json").read_text())["sent"]["measured"]["frames"] == 6
 
@@ -319,7 +362,7 @@ def _run(s, tmp_path, console=XEN_LOG, machine=None, dom0_extra=(), pool=None):
         sock.close()
 
     def parts(argv, paths, logs):
-        made["dom0"] = _dom0(paths.share_dir, dom0_extra)
+        made["dom0"] = _dom0(paths.share_dir, dom0_extra, frames_port=s.nics.measured.udp_port + 1)
         made["dom0"].share_mount = measure.render.SHARE_MOUNT
         made["machine"] = machine or FakeMachine()
         made["console"] = FakeConsole(console)
@@ -410,6 +453,8 @@ def test_run_goes_through_every_stage_to_a_finished_bundle(s, tmp_path):
     manifest = json.loads((outcome.bundle / "manifest.json").read_text())
     assert manifest["status"] == "passed" and manifest["machine_exit"]["how"] == "quit"
     assert manifest["summary"]["paired"] == len(VMM_TSCS)
+    dump = json.loads((outcome.bundle / "summary.json").read_text())["dump"]
+    assert dump["channel"] == "frames on the measured NIC" and dump["frames"] == 1, dump
     stages = json.loads((outcome.bundle / "stages.json").read_text())
     assert stages[5]["name"] == "iommu" and stages[5]["timeout_s"] == s.timeouts.iommu and stages[5]["waits_for"]
     assert (outcome.bundle / "samples.csv").exists() and outcome.archive.exists()
