@@ -468,9 +468,13 @@ def run(scenario_file, s, results_dir, say, pack=True, make_parts=real_parts, en
                 _move_raw(Path(r.work.path) / "share" / b.run_id, b)
             if pooled and error is None and not interrupted and r.session is not None:
                 owner = kept.stack if kept else stack.pop_all()  # the session, work folder and ports
-                pool.keep(s, Kept(r, owner, kept.booted_by if kept else b.run_id, kept.runs + 1 if kept else 1))
-                manifest["machine"] = "kept running (paused) for the next run of this scenario"
-                kept_now = True
+                try:
+                    pool.keep(s, Kept(r, owner, kept.booted_by if kept else b.run_id, kept.runs + 1 if kept else 1))
+                    manifest["machine"] = "kept running (paused) for the next run of this scenario"
+                    kept_now = True
+                except Exception as exc:  # noqa: BLE001 - QEMU went away just now: nothing to keep
+                    say(f"[yellow]the machine could not be kept for the next run ({escape(str(exc))})[/yellow]")
+                    owner.close()
             elif kept:
                 kept.stack.close()  # a failed run leaves the machine in no state to measure again
             stack.close()  # the Session first (it was entered last), then the work folder
