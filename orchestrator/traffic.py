@@ -367,6 +367,7 @@ class FrameReceiver:
     def __init__(self, port, rcvbuf=64 << 20):
         self.port, self.rcvbuf = port, rcvbuf
         self.pieces, self.declared = {}, None
+        self.first = self.last = None  # host monotonic time of the first and the last frame
         self.stop = threading.Event()
         self.sock = self.thread = None
 
@@ -403,6 +404,8 @@ class FrameReceiver:
                 continue
             magic, seq, frames, size, length = DUMP_HEADER.unpack_from(frame, 14)
             if magic == DUMP_MAGIC:
+                self.last = time.monotonic()
+                self.first = self.first or self.last
                 self.declared = (frames, size)
                 self.pieces[seq] = frame[14 + DUMP_HEADER.size:14 + DUMP_HEADER.size + length]
 
@@ -419,3 +422,7 @@ class FrameReceiver:
         if len(data) != size or self.declared != (frames, size):
             raise FrameError(f"the frames hold {len(data)} bytes, the guest sent {size}")
         return data
+
+    def span_s(self):
+        """Seconds from the first frame to the last (the channel's own time, without the command around it)."""
+        return (self.last - self.first) if self.first is not None else None

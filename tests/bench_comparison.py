@@ -55,9 +55,15 @@ def report(bundle, wall):
                 analysis.percentile(sorted(x.latency_ticks for x, _ in rows), 0.5))
     if dumps:
         rate = sum(d["bytes"] for d in dumps) / sum(d["seconds"] for d in dumps)
+        channels = sorted({d.get("channel", "the console") for d in dumps})
         print(f"dump: {sum(d['bytes'] for d in dumps)} bytes in {sum(d['seconds'] for d in dumps):.1f} s = "
-              f"{rate / 1e3:.0f} kB/s (target >= {DUMP_TARGET / 1e6:.0f} MB/s: {'met' if rate >= DUMP_TARGET else 'NOT met'});"
-              f" {sum(d['console_bytes'] for d in dumps)} bytes crossed the console")
+              f"{rate / 1e3:.0f} kB/s end to end (target >= {DUMP_TARGET / 1e6:.0f} MB/s: "
+              f"{'met' if rate >= DUMP_TARGET else 'NOT met'}); through {', '.join(channels)}")
+        framed = [d for d in dumps if d.get("frames_span_s")]
+        if framed:
+            span = sum(d["frames_span_s"] for d in framed)
+            print(f"  the frames alone: {sum(d['bytes'] for d in framed)} bytes in {span:.3f} s = "
+                  f"{sum(d['bytes'] for d in framed) / span / 1e6:.1f} MB/s (first to last frame at the host)")
     if total_measure:
         per_min = total_paired / total_measure * 60
         print(f"paired samples per minute of measurement wall time: {per_min:,.0f} (target >= {PAIRED_TARGET:,}: "
