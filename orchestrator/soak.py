@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from . import bundle
 from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK
