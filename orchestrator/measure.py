@@ -315,16 +315,19 @@ def dump_records(rt, s, share_dir, mount, target, say):
     try:
         with traffic.FrameReceiver(s.nics.measured.udp_port + 1) as rx:
             text = rt.command("rtagent dump --frames", r"^RTAGENT-DUMP-(END|ERROR)|^FRAMESEND-ERROR", s.timeouts.dump)
-            sent = re.search(r"^FRAMESEND frames=(\d+) bytes=(\d+) retries=(\d+)", text, re.M)
-            end = re.search(r"^RTAGENT-DUMP-END lines=\d+", text, re.M)
-            if not sent or not end:
+            sent = re.search(r"^FRAMESEND frames=(\d+) bytes=(\d+) retries=(\d+)(.*)$", text, re.M)
+            if not sent or not re.search(r"^RTAGENT-DUMP-END lines=", text, re.M):
                 raise traffic.FrameError(f"the RT guest's frame sender said: {text.strip()[-300:]}")
-            frames, size, retries = (int(x) for x in sent.groups())
-            body = rx.collect(frames, size, wait_s=10)
+            frames, size, retries = (int(x) for x in sent.groups()[:3])
+            body = rx.collect(frames, size, wait_s=10).decode(errors="replace")
             span = rx.span_s()
-        target.write_text(f"RTAGENT-DUMP-BEGIN\n{body.decode(errors='replace')}{end.group(0)}\n")
+        body += "" if body.endswith("\n") or not body else "\n"
+        lines = sum(1 for ln in body.splitlines() if ln.strip() and not ln.startswith("#"))
+        target.write_text(f"RTAGENT-DUMP-BEGIN\n{body}RTAGENT-DUMP-END lines={lines}\n")
+        ticks = dict(re.findall(r"(read_ticks|send_ticks)=(\d+)", sent.group(4)))
         return {"channel": "frames on the measured NIC", "bytes": size, "frames": frames, "retries": retries,
-                "seconds": round(time.monotonic() - t0, 3), "frames_span_s": round(span, 4)}
+                "seconds": round(time.monotonic() - t0, 3), "frames_span_s": round(span, 4),
+                **{k: int(v) for k, v in ticks.items()}}
     except (traffic.FrameError, OSError) as exc:
         say(f"[yellow]the dump as frames failed ({exc}); the console carries it instead[/yellow]")
     t0 = time.monotonic()

@@ -270,8 +270,8 @@ def _dom0(share_dir, extra=(), frames_port=None):
         if frames_port is None:
             return "RTAGENT-DUMP-BEGIN frames bytes=10\nFRAMESEND-ERROR no such interface\n"
         n = send_frames(frames_port, body.encode())
-        return (f"RTAGENT-DUMP-BEGIN frames bytes={len(body)}\nFRAMESEND frames={n} bytes={len(body)} retries=0\n"
-                f"RTAGENT-DUMP-END lines={len(VMM_TSCS)}\n")
+        return (f"RTAGENT-DUMP-BEGIN frames\nFRAMESEND frames={n} bytes={len(body)} retries=0 read_ticks=5000 "
+                "send_ticks=700\nRTAGENT-DUMP-END lines=-\n")
     replies = {
         "rtagent calibrate": "RTAGENT-CALIBRATE n=400000 base=52 loop=400080\n",
         "rtagent sysinfo": " 40: 9 xen-pirq eth0-rx-0\nRTAGENT-COUNTERS rx_packets=10 irqs=4\r\nRTAGENT-SYSINFO-END\n",
@@ -454,6 +454,9 @@ def test_run_goes_through_every_stage_to_a_finished_bundle(s, tmp_path):
     assert manifest["summary"]["paired"] == len(VMM_TSCS)
     dump = json.loads((outcome.bundle / "summary.json").read_text())["dump"]
     assert dump["channel"] == "frames on the measured NIC" and dump["frames"] == 1, dump
+    assert dump["read_ticks"] == 5000 and dump["send_ticks"] == 700
+    # the host counts the lines (the guest sends ftrace's text as it is, headers included)
+    assert (outcome.bundle / "raw" / "rt-guest-dump.log").read_text().endswith(f"RTAGENT-DUMP-END lines={len(VMM_TSCS)}\n")
     stages = json.loads((outcome.bundle / "stages.json").read_text())
     assert stages[5]["name"] == "iommu" and stages[5]["timeout_s"] == s.timeouts.iommu and stages[5]["waits_for"]
     assert (outcome.bundle / "samples.csv").exists() and outcome.archive.exists()
