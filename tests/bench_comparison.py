@@ -64,6 +64,10 @@ def report(bundle, wall):
             span = sum(d["frames_span_s"] for d in framed)
             print(f"  the frames alone: {sum(d['bytes'] for d in framed)} bytes in {span:.3f} s = "
                   f"{sum(d['bytes'] for d in framed) / span / 1e6:.1f} MB/s (first to last frame at the host)")
+        timed = [d for d in dumps if "read_ticks" in d]
+        if timed:
+            print(f"  in the RT guest: reading ftrace's text {sum(d['read_ticks'] for d in timed):,} instructions, "
+                  f"sending the frames {sum(d['send_ticks'] for d in timed):,} (framesend's TSC reads)")
     if total_measure:
         per_min = total_paired / total_measure * 60
         print(f"paired samples per minute of measurement wall time: {per_min:,.0f} (target >= {PAIRED_TARGET:,}: "
