@@ -1,7 +1,7 @@
 /*
  * framesend: copy a file off the RT guest as raw Ethernet frames on its own NIC.
  *
- *   framesend IFACE FILE   ->  FRAMESEND frames=<n> bytes=<n> retries=<n>
+ *   framesend IFACE FILE   ->  FRAMESEND frames=<n> bytes=<n> retries=<n> read_ticks=<n> send_ticks=<n>
  *
  * The measured e1000e's other end is QEMU's socket netdev, which hands every
  * frame the guest transmits to a UDP socket on the host: a channel sized for
@@ -9,7 +9,10 @@
  * broadcast, EtherType 0x88b5 (IEEE local experimental), and carries
  *   "TBDUMP" | u32 seq | u32 frames | u32 bytes | u16 len | len bytes of FILE
  * (little endian); the host reassembles by seq and checks the counts.  A full
- * transmit queue (ENOBUFS) is waited out and the frame sent again.
+ * transmit queue (ENOBUFS) is waited out and the frame sent again.  FILE may
+ * be tracefs's `trace`: it is read to its end first (the kernel formats it as
+ * it is read); read_ticks and send_ticks are the TSC ticks (instructions,
+ * under instruction timing) of the two phases.
  *
  * Freestanding (no libc), like tsccal and icsstorm.
  */
@@ -70,7 +73,7 @@ int main(long argc, char **argv)
     struct ifreq_index ifr = {0};
     struct sockaddr_ll to = {0};
     struct timespec pause = {0, 200000};
-    u64 size = 0, frames, retries = 0;
+    u64 size = 0, frames, retries = 0, t0, t1, t2;
     long fd, sock, n;
     char out[160], *p;
     int i;
@@ -79,6 +82,7 @@ int main(long argc, char **argv)
         fail("usage: framesend IFACE FILE");
     for (i = 0; argv[1][i] && i < 15; i++)
         ifr.name[i] = argv[1][i];
+    t0 = tsc();
     fd = sys6(2, (long)argv[2], 0, 0, 0, 0, 0); /* open O_RDONLY */
     if (fd < 0)
         fail("cannot open the file");
@@ -86,6 +90,7 @@ int main(long argc, char **argv)
         size += (u64)n;
     if (n < 0 || size == MAX_FILE)
         fail("cannot read the file (or it is larger than 32 MB)");
+    t1 = tsc();
     sock = sys6(41, 17, 3, (ETHERTYPE >> 8) | ((ETHERTYPE & 0xff) << 8), 0, 0, 0); /* AF_PACKET, SOCK_RAW */
     if (sock < 0)
         fail("no packet socket");
@@ -120,10 +125,13 @@ int main(long argc, char **argv)
             sys6(35, (long)&pause, 0, 0, 0, 0, 0); /* nanosleep: let the NIC drain its ring */
         }
     }
+    t2 = tsc();
     p = put_str(out, "FRAMESEND");
     p = put_field(p, " frames=", frames);
     p = put_field(p, " bytes=", size);
     p = put_field(p, " retries=", retries);
+    p = put_field(p, " read_ticks=", t1 - t0);
+    p = put_field(p, " send_ticks=", t2 - t1);
     *p++ = '\n';
     write_and_exit(out, p, 0);
 }
