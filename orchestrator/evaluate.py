@@ -189,10 +189,10 @@ def split_by_vcpu(rec, records, clocks, samples, breakdowns):
     clocks: every TSC the RT guest's ftrace clock read (each line of the dump)."""
     if rec.vcpu_log is None or not rec.vcpu_log.exists():
         return None, None
-    events, totals = vcpucount.read_log(rec.vcpu_log)
+    events, _totals = vcpucount.read_log(rec.vcpu_log)  # the run's totals come only at QEMU's exit
     entries = [v.tsc for v in xentrace.vmm_stamps(records) if v.cpu == rec.rt_pcpu]
-    rows, split = vcpucount.split_samples(samples, entries, clocks, events)
-    return rows, vcpucount.split_stats(rows, samples, breakdowns, rec.rt_pcpu, len(events), totals)
+    rows, _ = vcpucount.split_samples(samples, entries, clocks, events)
+    return rows, vcpucount.split_stats(rows, samples, breakdowns, rec.rt_pcpu, len(events))
 
 
 def guest_handled_irqs(rec):

@@ -128,13 +128,22 @@ def align(stamps, events):
     is one offset between idle skips, which come between most stamps of an idle guest; where
     none came, the gap from a stamp to its neighbour equals the gap between their records (to a
     drift of DRIFT + DRIFT_RATE of the gap). Such a "pin" fixes the shift; between pins the
-    shift stays."""
+    shift stays. A site's range may hold other TSC reads than the stamps' (do_IRQ reads the TSC at
+    three places): per site the records of the one address that pins the most stamps are used."""
     out = {}
     for site in sorted({st[1] for st in stamps}):
         idx = sorted((i for i, st in enumerate(stamps) if st[1] == site), key=lambda i: stamps[i][0])
-        records = [e for e in events if e.site == site]
-        for n, j in _align_site([stamps[i][0] for i in idx], [e.total for e in records])[0].items():
-            out[idx[n]] = records[j]
+        by_pc = {}
+        for e in events:
+            if e.site == site:
+                by_pc.setdefault(e.pc, []).append(e)
+        if not by_pc:
+            continue
+        tscs = [stamps[i][0] for i in idx]
+        tried = {pc: _align_site(tscs, [e.total for e in records]) for pc, records in by_pc.items()}
+        pc = max(tried, key=lambda pc: (tried[pc][1], -pc))
+        for n, j in tried[pc][0].items():
+            out[idx[n]] = by_pc[pc][j]
     return out
 
 
@@ -187,9 +196,9 @@ def _align_site(T, C):
     T, C = np.asarray(T, dtype=np.int64), np.asarray(C, dtype=np.int64)
     G = np.diff(C)
     shifts = np.arange(-MAX_SKIP, max(64, len(C) - len(T) + 2 * MAX_SKIP) + 1)
-    score = -FAR_COST * np.abs(shifts) + _pin_vector(T, G, 0, shifts)
     pinned = [None] * len(T)
     pinned[0] = _pin_vector(T, G, 0, shifts)
+    score = -FAR_COST * np.abs(shifts) + pinned[0]
     moves = np.zeros((len(T), len(shifts)), dtype=np.int8)  # the shift change that led to each state
     for i in range(1, len(T)):
         best, move = score.copy(), np.zeros(len(shifts), dtype=np.int8)
@@ -226,34 +235,15 @@ def _align_site(T, C):
             j = fit[0]
         if not (0 <= j < len(C) and T[i] - C[j] >= -DRIFT):  # the offset is never negative
             continue
-        rival = owner.get(j)
+        rival = owner.pop(j, None)
         if rival is not None:  # two stamps on one record: keep the pinned one (or neither)
-            rival_pin = bool(pinned[rival][path[rival]])
-            del out[rival]
-            if rival_pin and not pin:
-                out[rival] = j
+            out.pop(rival, None)
             if not pin:
+                if pins_at[rival]:
+                    out[rival], owner[j] = j, rival
                 continue
         out[i], owner[j] = j, i
     return out, n_pins
-
-
-def stamp_streams(stamps, events):
-    """The records of the one TSC read per site that the stamps read: a site's range may hold other
-    reads (do_IRQ reads the TSC at three places); keep, per site, the address whose records place
-    the most of that site's stamps with an exact gap (pins)."""
-    keep = []
-    for site in sorted({e.site for e in events}):
-        mine = sorted(st[0] for st in stamps if st[1] == site)
-        by_pc = {}
-        for e in events:
-            if e.site == site:
-                by_pc.setdefault(e.pc, []).append(e)
-        if not mine or not by_pc:
-            continue
-        best = max(by_pc, key=lambda pc: (_align_site(mine, [e.total for e in by_pc[pc]])[1], -pc))
-        keep.extend(by_pc[best])
-    return sorted(keep, key=lambda e: e.total)
 
 
 SPLIT_COLUMNS = ("rt_own", "others", "idle_skipped")
@@ -265,7 +255,7 @@ def split_samples(samples, entry_stamps, guest_stamps, events):
     every vCPU idle, less the drift: a few tens below 0 over millions of instructions); None where a
     stamp found no record. Also -> how many samples were split."""
     stamps = [(t, SITE_XEN_ENTRY) for t in entry_stamps] + [(t, SITE_GUEST_CLOCK) for t in guest_stamps]
-    placed = align(stamps, stamp_streams(stamps, events))
+    placed = align(stamps, events)
     at = {}
     for i, e in placed.items():
         at[stamps[i]] = e
@@ -286,7 +276,7 @@ def split_samples(samples, entry_stamps, guest_stamps, events):
     return rows, split
 
 
-def split_stats(rows, samples, breakdowns, rt_pcpu, n_events, totals):
+def split_stats(rows, samples, breakdowns, rt_pcpu, n_events):
     """summary.json's vcpu_split: per path class, the medians and p99s of the elapsed ticks and of
     their three parts, over the samples that were split."""
     from .analysis import percentile
