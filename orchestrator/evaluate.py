@@ -117,7 +117,8 @@ def evaluate(s, rec, out_dir, accel):
         raise InfraCheckFailed("the RT guest's device interrupts are not message-signalled in Xen: "
                                + ", ".join(f"IRQ {x.irq} {x.kind}" for x in rt_irqs))
     rt_irq_numbers = {x.irq for x in rt_irqs}
-    vmm = [v for v in xentrace.vmm_stamps(trace.records, str(rec.trace_path)) if v.irq in rt_irq_numbers]
+    entries = xentrace.vmm_stamps(trace.records, str(rec.trace_path))  # every IRQ's: the vCPU split reads them all
+    vmm = [v for v in entries if v.irq in rt_irq_numbers]
     body = dump_body(rec.guest_dump_path.read_text(errors="replace"), rec.guest_dump_path)
     guest = analysis.parse_ftrace(body, irq_names=GUEST_IRQ_NAMES, source=str(rec.guest_dump_path))
     vmm, stamps, outside = overlap(vmm, guest.stamps)
@@ -129,8 +130,7 @@ def evaluate(s, rec, out_dir, accel):
     unpaired_pct = 100 * bad / (len(pairing.samples) + bad) if pairing.samples or bad else 0.0
     paths = xentrace.path_records(trace.records, str(rec.trace_path))
     breakdowns = breakdown.attach(pairing.samples, paths, rec.rt_domid)
-    splits, vcpu_split = split_by_vcpu(rec, trace.records, analysis.ftrace_timestamps(body), pairing.samples,
-                                       breakdowns)
+    splits, vcpu_split = split_by_vcpu(rec, entries, analysis.ftrace_timestamps(body), pairing.samples, breakdowns)
     analysis.write_samples_csv(out_dir / "samples.csv", pairing.samples, breakdowns, splits)
     m = s.measurement
     timing = s.machine.timing
@@ -184,14 +184,15 @@ def evaluate(s, rec, out_dir, accel):
     return summary, checks
 
 
-def split_by_vcpu(rec, records, clocks, samples, breakdowns):
+def split_by_vcpu(rec, entries, clocks, samples, breakdowns):
     """The vCPU plugin's split of each sample (vcpucount.py) -> (rows or None, summary or None).
-    clocks: every TSC the RT guest's ftrace clock read (each line of the dump)."""
+    entries: Xen's entry stamps of every IRQ; clocks: every TSC the RT guest's ftrace clock read
+    (each line of the dump)."""
     if rec.vcpu_log is None or not rec.vcpu_log.exists():
         return None, None
     events, _totals = vcpucount.read_log(rec.vcpu_log)  # the run's totals come only at QEMU's exit
-    entries = [v.tsc for v in xentrace.vmm_stamps(records) if v.cpu == rec.rt_pcpu]
-    rows, _ = vcpucount.split_samples(samples, entries, clocks, events)
+    on_rt_pcpu = [v.tsc for v in entries if v.cpu == rec.rt_pcpu]
+    rows, _ = vcpucount.split_samples(samples, on_rt_pcpu, clocks, events)
     return rows, vcpucount.split_stats(rows, samples, breakdowns, rec.rt_pcpu, len(events))
 
 

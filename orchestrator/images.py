@@ -132,10 +132,6 @@ class Images:
         return self.xen.with_name("xen-syms")
 
     @property
-    def system_map(self):
-        return self.dirs["kernel"] / "System.map"
-
-    @property
     def dom0_rootfs(self):
         found = sorted(self.dirs["dom0-rootfs"].glob("dom0-rootfs.cpio*"))
         if not found:
