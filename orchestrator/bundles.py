@@ -596,6 +596,7 @@ def records_of(view, s, scratch):
     if isinstance(traffic, dict) and "sent" in traffic:
         rec.traffic, rec.counters_before, rec.counters_after = (traffic.get("sent") or {}, traffic.get("before") or {},
                                                                 traffic.get("after") or {})
+        rec.pacing = traffic.get("pacing") or {}
         sources["traffic"] = "raw/traffic.json"
     elif "traffic" in summary:
         rec.traffic, rec.counters_before, rec.counters_after = (summary.get("traffic") or {},

@@ -146,7 +146,7 @@ def evaluate(s, rec, out_dir, accel):
         "guest_lines_cut_off": guest.cut_off,
         "guest_lost_events": guest.lost_events, "trace_lost_records": lost,
         "trace_truncated_at": trace.truncated_at, **analysis.summary(pairing),
-        "traffic": rec.traffic, "absorbed": absorbed(rec), "stamping": True,
+        "traffic": rec.traffic, "pacing": rec.pacing, "absorbed": absorbed(rec), "stamping": True,
         "natsume_fast_path_irqs": rec.natsume_fast_path, "natsume_dropped": rec.natsume_dropped or None,
         "path_records": len(paths), "paths": breakdown.path_counts(breakdowns),
         "breakdown": breakdown.segment_stats(breakdowns, [x.latency_ticks for x in pairing.samples]),

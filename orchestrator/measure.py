@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import progress, render, traffic, vcpucount, xentrace
+from . import pacing, progress, render, traffic, vcpucount, xentrace
 from .boot import GUEST_LOG, BootFailure
 from .deadline import Deadline
 
@@ -50,6 +50,7 @@ class MeasureRecords:
     dump: dict = field(default_factory=dict)  # the dump's size, console bytes and seconds
     steps: dict = field(default_factory=dict)  # wall seconds of each step of the procedure
     vcpu_log: Path = None  # the vCPU plugin's records (None: it did not run)
+    pacing: dict = field(default_factory=dict)  # instruction pacing: what the gates and arrival logs say (pacing.py)
     rt_pcpu: int = 0
 
 
@@ -216,9 +217,11 @@ def stop_xentrace(agent, pid, share_mount, timeout=60, name=TRACE_FILE):
               timeout=300, check=True)
 
 
-def send_traffic(s, say):
-    """The flood (if any) around the bursts, both from host threads; -> counters as dicts."""
+def send_traffic(s, say, pacing_paths=None, vcpu_ctl=None, out_dir=None):
+    """The flood (if any) around the bursts; -> counters as dicts (and, paced by the guest, "pacing")."""
     m = s.measurement
+    if m.pacing == "instructions":
+        return send_paced_traffic(s, say, pacing_paths, vcpu_ctl, out_dir)
     stop = threading.Event()
     flood = None
     if m.load:
@@ -240,7 +243,35 @@ def send_traffic(s, say):
     return result
 
 
-def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub=""):
+def send_paced_traffic(s, say, pacing_paths, vcpu_ctl, out_dir):
+    """As send_traffic, the guest waiting at the vCPU plugin's gates for each chunk (orchestrator/pacing.py);
+    -> counters by NIC role, and "pacing": what the gates and the arrival logs say."""
+    m = s.measurement
+    arrival_logs, fifos = pacing_paths
+    if not vcpu_ctl or not fifos:
+        raise MeasureError("instruction pacing needs the vCPU plugin's gate, and the plugin is not running here")
+    logs = {role: pacing.ArrivalLog(arrival_logs[role], pacing.payload_tag).start() for role in pacing.paced_roles(m)}
+    gate = pacing.Gate(*fifos)
+    say(f"sending {m.bursts} bursts of {m.frames_per_burst} frames every {m.period_ms} ms of guest time"
+        + (f" while flooding the load NIC ({m.load_rate_pps} frames per guest second, in chunks every "
+           f"{m.load_interval_us} µs)" if m.load else " (no load)") + ", the guest waiting for each at a gate")
+    try:
+        with progress.task("bursts", total=m.bursts, unit="bursts") as advance:
+            counters, rep = pacing.run(s, gate, vcpu_ctl, logs, threading.Event(), on_burst=advance)
+    finally:
+        gate.close()
+        for role, log in logs.items():
+            log.close()
+            pacing.write_arrivals(log, Path(out_dir) / pacing.ARRIVALS_FILE.format(role=role))
+    rep = rep.as_dict()
+    say(f"pacing: {rep['gates']} gates of {rep['step']:,} instructions in {rep['host_s']:.1f} s host "
+        f"({rep['instructions_per_host_s'] or 0:,.0f} guest instructions per host second); "
+        + "; ".join(f"{role} NIC {c['arrived']} of {c['sent']} frames in, {c['spread']} chunks spread"
+                    for role, c in rep["chunks"].items()))
+    return {**{role: c.as_dict() for role, c in counters.items()}, "pacing": rep}
+
+
+def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub="", pacing_paths=None):
     """Run the procedure; -> MeasureRecords (raw files land in share_dir/share_sub, which dom0
     sees as SHARE_MOUNT/share_sub). `vcpu_ctl`: the vCPU plugin's control file, when it runs (its
     log goes to that folder too). With `measurement.stamping: false` no probe runs: only the
@@ -278,7 +309,8 @@ def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub=""):
     pid = start_probes(agent, rt, s, rec) if stamping else None
     try:
         step("traffic")
-        rec.traffic = send_traffic(s, say)
+        rec.traffic = send_traffic(s, say, pacing_paths, vcpu_ctl, share_dir)
+        rec.pacing = rec.traffic.pop("pacing", {})
         step("settle")
         time.sleep(s.measurement.settle_s)
     finally:
@@ -292,7 +324,8 @@ def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub=""):
     if s.hypervisor.variant == "natsume":
         rec.natsume_fast_path, rec.natsume_dropped = natsume_counters(agent, share_dir / "natsume-counters.txt")
     (share_dir / "traffic.json").write_text(json.dumps(
-        {"sent": rec.traffic, "before": rec.counters_before, "after": rec.counters_after}, indent=2) + "\n")
+        {"sent": rec.traffic, "before": rec.counters_before, "after": rec.counters_after, "pacing": rec.pacing},
+        indent=2) + "\n")
     if stamping:
         step("dump")
         with progress.task("dump of the RT guest's records") as advance:

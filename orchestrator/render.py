@@ -7,10 +7,12 @@ reach shell and xl text only through the quoting filters below.
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+
+from . import pacing
 
 TEMPLATES = Path(__file__).parent / "templates"
 QGA_PORT = "org.qemu.guest_agent.0"
@@ -40,6 +42,10 @@ class RunPaths:
     monitor_socket: str
     vcpu_log: str = ""  # the vCPU plugin's record log (raw/, beside the traces) and its control file
     vcpu_ctl: str = ""
+    # instruction pacing: per NIC role, the pcap QEMU's filter-dump writes of the frames it takes in; the FIFOs
+    # (out, in) of the vCPU plugin's gate
+    arrival_logs: dict = field(default_factory=dict)
+    gate_fifos: tuple = ()
 
 
 def shquote(value):
@@ -81,13 +87,18 @@ def dom0_cmdline(s):
 def qemu_argv(s, paths, accel, plugin=None):
     """The QEMU command as a list. `accel` is the resolved accelerator: 'tcg' or 'kvm'; `plugin`
     the -plugin value of the vCPU counter (vcpucount.plugin_option), if it runs."""
-    for p in (paths.xen, paths.kernel, paths.dom0_initrd, paths.share_dir, paths.serial_log):
+    for p in (paths.xen, paths.kernel, paths.dom0_initrd, paths.share_dir, paths.serial_log, *paths.arrival_logs.values()):
         if " " in str(p) or "," in str(p):
             raise ValueError(f"path {p!r} contains a space or a comma; QEMU's options cannot carry it")
     if plugin and " " in plugin:
         raise ValueError(f"the plugin option {plugin!r} contains a space")
+    paced = pacing.paced_roles(s.measurement)
+    missing = sorted(set(paced) - set(paths.arrival_logs))
+    if missing:
+        raise ValueError(f"instruction pacing needs an arrival log path for {', '.join(missing)}")
     text = _render("qemu-argv.j2", s=s, paths=paths, accel=accel, plugin=plugin, qga_port=QGA_PORT, share_tag=SHARE_TAG,
-                   xen_cmdline=xen_cmdline(s), dom0_cmdline=dom0_cmdline(s))
+                   xen_cmdline=xen_cmdline(s), dom0_cmdline=dom0_cmdline(s), pacing=paced,
+                   snaplen=pacing.RELEASE_SNAPLEN, release_us=pacing.RELEASE_US)
     return [line for line in text.splitlines() if line]
 
 

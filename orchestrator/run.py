@@ -10,6 +10,7 @@ always finished.
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -21,7 +22,7 @@ from typing import Callable, Optional
 
 from rich.markup import escape
 
-from . import boot, bundle, cpio, diagnose, evaluate, images, measure, render, report, storm, vcpucount
+from . import boot, bundle, cpio, diagnose, evaluate, images, measure, pacing, render, report, storm, vcpucount
 from .agent import GuestAgent
 from .console import SerialConsole
 from .errors import EXIT_INFRA, EXIT_MEASUREMENT_FAILED, EXIT_OK, ResultsFolderError, StageError
@@ -41,7 +42,9 @@ class Workdir:
                                qmp_socket=str(self.path / "qmp.sock"), qga_socket=str(self.path / "qga.sock"),
                                monitor_socket=str(self.path / "monitor.sock"), share_dir=str(share_dir),
                                vcpu_log=str(Path(share_dir) / vcpucount.LOG_FILE),
-                               vcpu_ctl=str(self.path / "vcpu-ctl"))
+                               vcpu_ctl=str(self.path / "vcpu-ctl"),
+                               arrival_logs={role: str(self.path / f"arrivals-{role}.pcap") for role in ("measured", "load")},
+                               gate_fifos=(str(self.path / "gate-out"), str(self.path / "gate-in")))
 
 
 def overlay(s, imgs, files):
@@ -73,8 +76,12 @@ def vcpu_plugin(s, imgs, paths, accel):
     """The -plugin value of the vCPU counter, or None where it does not run."""
     if not counts_vcpus(s, accel) or imgs.vcpu_plugin is None:
         return None
+    gate = paths.gate_fifos if pacing.paced_roles(s.measurement) else None
+    for fifo in gate or ():
+        if not os.path.exists(fifo):
+            os.mkfifo(fifo, 0o600)
     return vcpucount.plugin_option(imgs.vcpu_plugin, paths.vcpu_log, paths.vcpu_ctl, s.rt_guest.pcpu,
-                                   vcpucount.symbol_range(imgs.xen_syms))
+                                   vcpucount.symbol_range(imgs.xen_syms), gate)
 
 
 def prepare(s, imgs, work, accel, config_dir, serial_log, share_dir):
@@ -206,7 +213,8 @@ def _storm(r, timeout):
 
 def _measure(r, _timeout):
     ctl = r.paths.vcpu_ctl if counts_vcpus(r.s, r.accel) and r.imgs.vcpu_plugin else None
-    r.records = measure.measure(r.agent, r.s, r.paths.share_dir, r.say, vcpu_ctl=ctl, share_sub=r.share_sub)
+    r.records = measure.measure(r.agent, r.s, r.paths.share_dir, r.say, vcpu_ctl=ctl, share_sub=r.share_sub,
+                                pacing_paths=(r.paths.arrival_logs, r.paths.gate_fifos))
     return f"traffic sent: {_traffic_line(r.records.traffic)}"
 
 

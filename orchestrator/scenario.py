@@ -156,6 +156,15 @@ class Measurement:
     payload_bytes: int = field(metadata=spec(min=18, max=1472))
     load: bool = field(metadata=spec(doc="flood the load NIC during the bursts"))
     load_rate_pps: Optional[int] = field(metadata=spec(min=1, max=10000000, doc="null: unthrottled"))
+    pacing: str = field(metadata=spec(
+        choices=["host", "instructions"],
+        doc="host: the host's clock paces the frames, the guest takes them when QEMU's I/O thread runs; "
+            "instructions: the guest waits at a gate every load_interval_us x 1000 instructions of all vCPUs "
+            "(without load: period_ms x 10^6) until the host has handed QEMU that gate's frames - deterministic, "
+            "but a rate per instruction, not per second (orchestrator/pacing.py)"))
+    load_interval_us: int = field(metadata=spec(
+        min=10, max=1000000, doc="instruction pacing: a flood chunk (load_rate_pps x this many µs of frames) every "
+                                 "this many thousand instructions"))
     settle_s: int = field(metadata=spec(min=0, max=600, doc="quiet time after the last burst"))
     min_samples: int = field(metadata=spec(min=1, max=10000000))
     max_unpaired_pct: float = field(metadata=spec(min=0, max=100))
@@ -611,6 +620,21 @@ def _check_semantics(s, raw, path, problems):
     if s.machine.timing == "instructions" and s.machine.accel == "kvm":
         bad(("machine", "timing"), "instruction-count timing needs TCG (QEMU's -icount excludes KVM): "
             "use accel: tcg or auto, or timing: host")
+    m = s.measurement
+    if m.pacing == "instructions" and m.enabled:
+        if s.machine.timing != "instructions" or not s.machine.vcpu_counts:
+            bad(("measurement", "pacing"), "instruction pacing holds the guest at the vCPU plugin's gates: it "
+                "needs machine.timing: instructions and machine.vcpu_counts: true (or set pacing: host)")
+        if m.load and m.load_rate_pps is None:
+            bad(("measurement", "load_rate_pps"), "instruction pacing sends the flood as chunks of a known rate: "
+                "set load_rate_pps (null, unthrottled, needs pacing: host)")
+        elif m.load and m.load_rate_pps * m.load_interval_us < 1_000_000:
+            bad(("measurement", "load_interval_us"), f"at {m.load_rate_pps} frames/s a chunk of "
+                f"{m.load_interval_us} µs of guest time holds no frame: make it at least "
+                f"{-(-1_000_000 // m.load_rate_pps)}")
+        if m.load and (m.period_ms * 1000) % m.load_interval_us:
+            bad(("measurement", "load_interval_us"), f"instruction pacing sends a burst every period_ms "
+                f"({m.period_ms} ms) at a gate of the flood's: load_interval_us ({m.load_interval_us}) must divide it")
     if s.machine.vcpu_counts and s.machine.timing != "instructions":
         bad(("machine", "vcpu_counts"), "per-vCPU instruction counts need instruction timing (with the host's "
             "clock a span is not made of instructions): set vcpu_counts: false or timing: instructions")

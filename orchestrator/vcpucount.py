@@ -68,12 +68,12 @@ def symbol_range(xen_syms, name=XEN_ENTRY_SYMBOL):
     raise VcpuCountError(f"{xen_syms} has no symbol {name}")
 
 
-def plugin_option(plugin, log, ctl, vcpu, xen_entry):
+def plugin_option(plugin, log, ctl, vcpu, xen_entry, gate=None):
     """The -plugin value: Xen's entry site logging from the start, the guest clock site off until
-    the control file names its function."""
+    the control file names its function; `gate`: the (out, in) FIFOs of instruction pacing."""
     lo, hi = xen_entry
     return (f"file={plugin},out={log},ctl={ctl},vcpu={vcpu},site={lo:x}:{hi:x},"
-            f"site={GUEST_TEXT[0]:x}:{GUEST_TEXT[1]:x}:off")
+            f"site={GUEST_TEXT[0]:x}:{GUEST_TEXT[1]:x}:off" + (f",gate={gate[0]}:{gate[1]}" if gate else ""))
 
 
 def kallsyms_range(text, name=GUEST_CLOCK_SYMBOL):
@@ -87,6 +87,21 @@ def kallsyms_range(text, name=GUEST_CLOCK_SYMBOL):
     return start, addrs[k] if k < len(addrs) else start + 64
 
 
+def write_ctl(ctl, lines, replace=None):
+    """Rewrite the control file with `lines`; `replace`: keep its other lines, dropping those that
+    start with this word. The plugin reads it every 100 ms: it is renamed into place, never half written."""
+    old = Path(ctl).read_text().splitlines() if replace and Path(ctl).exists() else []
+    kept = [ln for ln in old if ln.split()[:1] != [replace]]
+    tmp = Path(f"{ctl}.tmp")
+    tmp.write_text("".join(f"{ln}\n" for ln in kept + list(lines)))
+    tmp.replace(ctl)
+
+
+def open_gate(ctl, generation, step):
+    """Tell the plugin to gate every `step` instructions (0: close); a new generation makes it act."""
+    write_ctl(ctl, [f"gate {generation} {step}"], replace="gate")
+
+
 def activate_guest_clock(agent, ctl, log, wait_s=10):
     """Find the guest clock function in dom0's kernel (the RT guest's too), let the plugin log it and
     move its log to `log` (this measurement's); -> the function's range once the plugin writes there."""
@@ -96,9 +111,7 @@ def activate_guest_clock(agent, ctl, log, wait_s=10):
     lo, hi = kallsyms_range(text)
     if " " in str(log):
         raise VcpuCountError(f"the plugin's log path {log} contains a space")
-    tmp = Path(f"{ctl}.tmp")
-    tmp.write_text(f"{SITE_GUEST_CLOCK} {lo:x} {hi:x}\nout {log}\n")
-    tmp.replace(ctl)  # the plugin reads it every 100 ms: never half a file
+    write_ctl(ctl, [f"{SITE_GUEST_CLOCK} {lo:x} {hi:x}", f"out {log}"])
     for _ in Deadline(wait_s).poll(0.1):
         if Path(log).exists():
             return lo, hi

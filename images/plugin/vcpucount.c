@@ -27,11 +27,21 @@
  *                are known only once it runs: no retranslation needed); a
  *                line `out PATH` moves the log to a new file (one per
  *                measurement of a machine that several runs measure)
+ *                a line `gate GEN STEP` (GEN new) opens the gate below
+ *   gate=OUT:IN  two FIFOs: the gate (guest pacing, orchestrator/pacing.py).  Once
+ *                opened, at the first block after every STEP instructions of all
+ *                vCPUs, the vCPU thread writes {u64 gate number, u64 total} to OUT
+ *                and waits for a u64 on IN: 0 go on, 1 go on with the gate closed.
+ *                Guest time stands still meanwhile (instructions are its clock),
+ *                while QEMU's main loop takes the host's frames in: they enter the
+ *                guest at the same instruction, however slow the host was.
  * At exit the log ends with one record per vCPU: site 0xffffffff, pc 0,
  * total, own = that vCPU's instructions over the whole run.
  *
  * Built against qemu-plugin.h of Debian's qemu source (images/build-vcpu-plugin.sh).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -72,6 +82,9 @@ static FILE *out;
  * thread flushes it every 100 ms, so no record waits in the buffer for long. */
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile int quitting;
+static int gate_out = -1, gate_in = -1;
+static volatile uint64_t gate_pending; /* STEP set by the control file, taken up by the vCPU thread */
+static uint64_t gate_gen, gate_step, gate_next, gate_count;
 
 /* Single-threaded TCG: callbacks never run concurrently, so no locking. */
 static void attribute(unsigned vcpu)
@@ -84,9 +97,42 @@ static void attribute(unsigned vcpu)
     }
 }
 
+static int full_io(int fd, void *buf, size_t n, int writing)
+{
+    for (size_t done = 0; done < n;) {
+        ssize_t r = writing ? write(fd, (char *)buf + done, n - done) : read(fd, (char *)buf + done, n - done);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        done += r;
+    }
+    return 0;
+}
+
+static void gate(void)
+{
+    uint64_t msg[2] = { gate_count++, total }, answer = 1;
+
+    if (full_io(gate_out, msg, sizeof(msg), 1) || full_io(gate_in, &answer, sizeof(answer), 0))
+        answer = 1; /* nobody at the other end: never hang the guest */
+    if (answer == 1)
+        gate_step = 0;
+    gate_next += gate_step;
+}
+
 static void on_block(unsigned int vcpu, void *udata)
 {
     attribute(vcpu);
+    if (gate_pending) {
+        gate_step = gate_pending == UINT64_MAX ? 0 : gate_pending;
+        gate_next = total + gate_step;
+        gate_count = 0;
+        gate_pending = 0;
+    }
+    if (gate_step && total >= gate_next)
+        gate();
 }
 
 static void on_site(unsigned int vcpu, void *udata)
@@ -159,12 +205,17 @@ static void read_ctl(void)
     FILE *f = fopen(ctl_path, "r");
     char line[4200], path[4097];
     unsigned k;
-    uint64_t lo, hi;
+    uint64_t lo, hi, gen;
 
     if (!f)
         return;
     while (fgets(line, sizeof(line), f)) {
-        if (sscanf(line, "out %4096s", path) == 1) {
+        if (sscanf(line, "gate %" SCNu64 " %" SCNu64, &gen, &lo) == 2) {
+            if (gen != gate_gen && gate_out >= 0) {
+                gate_gen = gen;
+                gate_pending = lo ? lo : UINT64_MAX;
+            }
+        } else if (sscanf(line, "out %4096s", path) == 1) {
             reopen(path);
         } else if (sscanf(line, "%u %" SCNx64 " %" SCNx64, &k, &lo, &hi) == 3 && k < (unsigned)n_sites) {
             log_lo[k] = lo;
@@ -221,6 +272,15 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             watch = atoi(v);
         } else if (!strcmp(argv[i], "ctl")) {
             ctl_path = v;
+        } else if (!strcmp(argv[i], "gate") && strchr(v, ':')) {
+            char *in = strchr(v, ':');
+
+            *in++ = '\0';
+            /* O_RDWR: a FIFO opens at once, with or without a reader yet */
+            if ((gate_out = open(v, O_RDWR)) < 0 || (gate_in = open(in, O_RDWR)) < 0) {
+                fprintf(stderr, "vcpucount: cannot open the gate FIFOs %s, %s\n", v, in);
+                return -1;
+            }
         } else if (!strcmp(argv[i], "site") && n_sites < MAX_SITES &&
                    sscanf(v, "%" SCNx64 ":%" SCNx64, &site_lo[n_sites], &site_hi[n_sites]) == 2) {
             int off = strstr(v, ":off") != NULL;

@@ -123,3 +123,18 @@ def test_rt_guest_extra_carries_driver_and_idle_options():
     busy = dataclasses.replace(s, rt_guest=dataclasses.replace(s.rt_guest, busy_loop=True,
                                                                interrupt_throttle_rate=None))
     assert 'testbed.e1000e_intmode=2 testbed.busy_loop=1"' in render.xl_config(busy, "rt")
+
+
+def test_instruction_pacing_puts_an_arrival_dump_before_a_buffer_on_each_nic():
+    import dataclasses
+    s = scenario.load(ROOT / "testbed.yaml", "smoke-stock")
+    paced = dataclasses.replace(s, measurement=dataclasses.replace(s.measurement, pacing="instructions"))
+    paths = dataclasses.replace(PATHS, arrival_logs={"measured": "/run/testbed/a-m.pcap", "load": "/run/testbed/a-l.pcap"})
+    argv = render.qemu_argv(paced, paths, "tcg")
+    objects = [argv[i + 1] for i, a in enumerate(argv) if a == "-object"]
+    assert [o.split(",")[0] for o in objects] == ["filter-dump", "filter-buffer"] * 2
+    assert "netdev=measured,queue=tx,file=/run/testbed/a-m.pcap" in objects[0]
+    assert "interval=100" in objects[1]
+    assert not [a for a in render.qemu_argv(s, PATHS, "tcg") if a == "-object"]  # host pacing: no filters
+    with pytest.raises(ValueError, match="arrival log"):
+        render.qemu_argv(paced, PATHS, "tcg")

@@ -239,3 +239,27 @@ def test_a_run_with_sets_reproduces_them():
     script = bundle.reproducer("smoke-stock", "r1", "abc", ["nics.measured.udp_port=40110", "x.y=a b"])
     assert "run smoke-stock --set nics.measured.udp_port=40110 --set 'x.y=a b'" in script
     assert "make testbed run SCENARIO=smoke-stock" in bundle.reproducer("smoke-stock", "r1", "abc")
+
+
+def test_instruction_pacing_needs_the_vcpu_plugin(tmp_path):
+    """pacing: instructions gates the guest in the vCPU plugin: host timing cannot carry it."""
+    doc = (ROOT / "testbed.yaml").read_text().replace(
+        "    pacing: host             #", "    pacing: instructions     #").replace(
+        "    timing: instructions     #", "    timing: host             #").replace(
+        "    vcpu_counts: true        #", "    vcpu_counts: false       #")
+    path = tmp_path / "testbed.yaml"
+    path.write_text(doc)
+    with pytest.raises(ScenarioError) as err:
+        scenario.load(path, "iso-stock")
+    assert "measurement.pacing" in str(err.value) and "testbed.yaml:" in str(err.value)
+
+
+def test_instruction_pacing_needs_the_burst_period_on_the_flood_grid(tmp_path):
+    doc = (ROOT / "testbed.yaml").read_text().replace(
+        "    pacing: host             #", "    pacing: instructions     #").replace(
+        "    load_interval_us: 1000   #", "    load_interval_us: 3000   #")
+    path = tmp_path / "testbed.yaml"
+    path.write_text(doc)
+    with pytest.raises(ScenarioError) as err:
+        scenario.load(path, "iso-stock")
+    assert "load_interval_us" in str(err.value) and "must divide" in str(err.value)
