@@ -252,9 +252,9 @@ def send_paced_traffic(s, say, pacing_paths, vcpu_ctl, out_dir):
         raise MeasureError("instruction pacing needs the vCPU plugin's gate, and the plugin is not running here")
     logs = {role: pacing.ArrivalLog(arrival_logs[role], pacing.payload_tag).start() for role in pacing.paced_roles(m)}
     gate = pacing.Gate(*fifos)
-    say(f"sending {m.bursts} bursts of {m.frames_per_burst} frames every {m.period_ms} ms of guest time"
-        + (f" while flooding the load NIC ({m.load_rate_pps} frames per guest second, in chunks every "
-           f"{m.load_interval_us} µs)" if m.load else " (no load)") + ", the guest waiting for each at a gate")
+    say(f"sending {m.bursts} bursts of {m.frames_per_burst} frames every {m.period_ms * 10**6:,} guest instructions"
+        + (f" while flooding the load NIC ({pacing.flood_chunk(0, m.load_rate_pps, m.load_interval_us)} frames every "
+           f"{pacing.gate_step(m):,} instructions)" if m.load else " (no load)") + ", the guest waiting for each at a gate")
     try:
         with progress.task("bursts", total=m.bursts, unit="bursts") as advance:
             counters, rep = pacing.run(s, gate, vcpu_ctl, logs, threading.Event(), on_burst=advance)
