@@ -12,8 +12,9 @@ QEMU takes every frame off the socket even while the NIC's ring is full; it lets
 the first boundary of its 100 µs grid after the gate, a guest instant too.
 
 The gate counts instructions, not guest time, because QEMU 7.2's plugin API cannot read the virtual
-clock: an idle machine executes few instructions per guest second (measured: 1,000,000 took a
-median 0.40 s of guest time in smoke-stock), so the rate holds per instruction only.
+clock, so the rate holds per instruction only (in smoke-stock the arrival stamps of successive
+gates, 1,000,000 instructions apart, lay a median 0.40 s of guest time apart; README, "Instruction
+pacing").
 (A filter-buffer alone, released on the virtual clock, races the host instead: with sleep=off idle
 time is skipped at once and the host cannot keep the next chunk ahead of its boundary.)
 """
@@ -26,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import traffic, vcpucount
+from .deadline import Deadline
 
 # Enough of each frame to read our payload's burst and sequence numbers.
-RELEASE_SNAPLEN = traffic.ETH_HLEN + traffic.IP_HLEN + traffic.UDP_HLEN + traffic.PAYLOAD_HEADER.size
+SNAPLEN = traffic.ETH_HLEN + traffic.IP_HLEN + traffic.UDP_HLEN + traffic.PAYLOAD_HEADER.size
 PCAP_GLOBAL = 24
 PCAP_RECORD = struct.Struct("<IIII")  # seconds, µs (QEMU_CLOCK_VIRTUAL + a start offset), caplen, len
 TAG_AT = traffic.ETH_HLEN + traffic.IP_HLEN + traffic.UDP_HLEN + 8  # burst, seq in PAYLOAD_HEADER
@@ -229,20 +231,19 @@ class Feeder:
 
     def feed(self, frames, stop, timeout=STALL_S):
         for frame in frames:
-            deadline = time.monotonic() + timeout
-            while self.sent - self.log.poll() >= WINDOW:
-                if stop.is_set() or time.monotonic() > deadline:
-                    raise traffic.TrafficError(f"QEMU took in {self.log.frames} of {self.sent} frames sent to "
-                                               f"{self.counters.target} and no more within {timeout} s")
-                time.sleep(0.0001)
+            self._wait(lambda: self.sent - self.log.poll() < WINDOW, stop, timeout, " and no more")
             traffic._send(self.sock, frame, self.counters)
             self.sent += 1
-        deadline = time.monotonic() + timeout
-        while self.log.poll() < self.sent:  # all in before the guest goes on
-            if stop.is_set() or time.monotonic() > deadline:
-                raise traffic.TrafficError(f"QEMU took in {self.log.frames} of {self.sent} frames sent to "
-                                           f"{self.counters.target} within {timeout} s")
-            time.sleep(0.0001)
+        self._wait(lambda: self.log.poll() >= self.sent, stop, timeout)  # all in before the guest goes on
+
+    def _wait(self, ready, stop, timeout, more=""):
+        for _ in Deadline(timeout).poll(0.0001):
+            if ready():
+                return
+            if stop.is_set():
+                break
+        raise traffic.TrafficError(f"QEMU took in {self.log.frames} of {self.sent} frames sent to "
+                                   f"{self.counters.target}{more} within {timeout} s")
 
     def close(self):
         self.sock.close()
@@ -273,7 +274,7 @@ def run(s, gate, ctl, logs, stop, on_burst=lambda: None, generation=None):
             if msg is None:
                 raise traffic.TrafficError(f"the guest reached no gate within {STALL_S} s (gate {k} of {plan.gates}): "
                                            f"has it stopped executing?")
-            number, total = msg
+            _number, total = msg
             if last is not None:
                 rep.steps_off += abs(total - last - step) > STEP_SLACK
                 rep.max_overshoot = max(rep.max_overshoot, abs(total - last - step))

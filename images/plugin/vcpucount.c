@@ -28,7 +28,7 @@
  *                line `out PATH` moves the log to a new file (one per
  *                measurement of a machine that several runs measure)
  *                a line `gate GEN STEP` (GEN new) opens the gate below
- *   gate=OUT:IN  two FIFOs: the gate (guest pacing, orchestrator/pacing.py).  Once
+ *   gate=OUT:IN  two FIFOs: the gate (instruction pacing, orchestrator/pacing.py).  Once
  *                opened, at the first block after every STEP instructions of all
  *                vCPUs, the vCPU thread writes {u64 gate number, u64 total} to OUT
  *                and waits for a u64 on IN: 0 go on, 1 go on with the gate closed.

@@ -13,10 +13,10 @@ import pytest
 from orchestrator import pacing, scenario, traffic
 from tests.conftest import ROOT
 
-PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, pacing.RELEASE_SNAPLEN, 1)
+PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, pacing.SNAPLEN, 1)
 
 
-def record(t_us, frame, snaplen=pacing.RELEASE_SNAPLEN):
+def record(t_us, frame, snaplen=pacing.SNAPLEN):
     cap = frame[:snaplen]
     return struct.pack("<IIII", t_us // 1_000_000, t_us % 1_000_000, len(cap), len(frame)) + cap
 

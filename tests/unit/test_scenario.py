@@ -243,23 +243,13 @@ def test_a_run_with_sets_reproduces_them():
 
 def test_instruction_pacing_needs_the_vcpu_plugin(tmp_path):
     """pacing: instructions gates the guest in the vCPU plugin: host timing cannot carry it."""
-    doc = (ROOT / "testbed.yaml").read_text().replace(
-        "    pacing: host             #", "    pacing: instructions     #").replace(
-        "    timing: instructions     #", "    timing: host             #").replace(
-        "    vcpu_counts: true        #", "    vcpu_counts: false       #")
-    path = tmp_path / "testbed.yaml"
-    path.write_text(doc)
-    with pytest.raises(ScenarioError) as err:
-        scenario.load(path, "iso-stock")
-    assert "measurement.pacing" in str(err.value) and "testbed.yaml:" in str(err.value)
+    problems, line, path = _with_override(
+        tmp_path, "machine:\n  timing: host\n  vcpu_counts: false\nmeasurement:\n  pacing: instructions\n")
+    assert len(problems) == 1 and "scenarios.bad.measurement.pacing: instruction pacing holds the guest" in problems[0]
+    assert problems[0].startswith(f"{path}:")
 
 
 def test_instruction_pacing_needs_the_burst_period_on_the_flood_grid(tmp_path):
-    doc = (ROOT / "testbed.yaml").read_text().replace(
-        "    pacing: host             #", "    pacing: instructions     #").replace(
-        "    load_interval_us: 1000   #", "    load_interval_us: 3000   #")
-    path = tmp_path / "testbed.yaml"
-    path.write_text(doc)
-    with pytest.raises(ScenarioError) as err:
-        scenario.load(path, "iso-stock")
-    assert "load_interval_us" in str(err.value) and "must divide" in str(err.value)
+    problems, line, path = _with_override(tmp_path, "measurement:\n  pacing: instructions\n  load_interval_us: 3000\n")
+    assert len(problems) == 1 and "scenarios.bad.measurement.load_interval_us" in problems[0]
+    assert "must divide" in problems[0] and problems[0].startswith(f"{path}:")
