@@ -115,6 +115,12 @@ class Machine:
             values[name] = int(text.split(":")[1].split()[0], 16)  # "00000000febc00d0: 0x0000009d"
         return values
 
+    def flush_netfilter(self, filter_id):
+        """Let a filter-buffer's frames through now: switching it off flushes it (QEMU's
+        filter_buffer_status_changed), switching it on again buffers what comes next."""
+        for status in ("off", "on"):
+            self.qmp.cmd("qom-set", path=f"/objects/{filter_id}", property="status", value=status)
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 

@@ -217,11 +217,11 @@ def stop_xentrace(agent, pid, share_mount, timeout=60, name=TRACE_FILE):
               timeout=300, check=True)
 
 
-def send_traffic(s, say, pacing_paths=None, vcpu_ctl=None, out_dir=None):
+def send_traffic(s, say, pacing_paths=None, vcpu_ctl=None, out_dir=None, machine=None):
     """The flood (if any) around the bursts; -> counters as dicts (and, paced by the guest, "pacing")."""
     m = s.measurement
     if m.pacing == "instructions":
-        return send_paced_traffic(s, say, pacing_paths, vcpu_ctl, out_dir)
+        return send_paced_traffic(s, say, pacing_paths, vcpu_ctl, out_dir, machine)
     stop = threading.Event()
     flood = None
     if m.load:
@@ -243,13 +243,15 @@ def send_traffic(s, say, pacing_paths=None, vcpu_ctl=None, out_dir=None):
     return result
 
 
-def send_paced_traffic(s, say, pacing_paths, vcpu_ctl, out_dir):
+def send_paced_traffic(s, say, pacing_paths, vcpu_ctl, out_dir, machine):
     """As send_traffic, the guest waiting at the vCPU plugin's gates for each chunk (orchestrator/pacing.py);
     -> counters by NIC role, and "pacing": what the gates and the arrival logs say."""
     m = s.measurement
     arrival_logs, fifos = pacing_paths
     if not vcpu_ctl or not fifos:
         raise MeasureError("instruction pacing needs the vCPU plugin's gate, and the plugin is not running here")
+    if machine is None:
+        raise MeasureError("instruction pacing releases each gate's frames over QMP, and no machine was given")
     logs = {role: pacing.ArrivalLog(arrival_logs[role], pacing.payload_tag).start() for role in pacing.paced_roles(m)}
     gate = pacing.Gate(*fifos)
     say(f"sending {m.bursts} bursts of {m.frames_per_burst} frames every {m.period_ms * 10**6:,} guest instructions"
@@ -257,7 +259,8 @@ def send_paced_traffic(s, say, pacing_paths, vcpu_ctl, out_dir):
            f"{pacing.gate_step(m):,} instructions)" if m.load else " (no load)") + ", the guest waiting for each at a gate")
     try:
         with progress.task("bursts", total=m.bursts, unit="bursts") as advance:
-            counters, rep = pacing.run(s, gate, vcpu_ctl, logs, threading.Event(), on_burst=advance)
+            release = lambda role: machine.flush_netfilter(pacing.BUFFER_ID.format(role=role))
+            counters, rep = pacing.run(s, gate, vcpu_ctl, logs, release, threading.Event(), on_burst=advance)
     finally:
         gate.close()
         for role, log in logs.items():
@@ -266,12 +269,13 @@ def send_paced_traffic(s, say, pacing_paths, vcpu_ctl, out_dir):
     rep = rep.as_dict()
     say(f"pacing: {rep['gates']} gates of {rep['step']:,} instructions in {rep['host_s']:.1f} s host "
         f"({rep['instructions_per_host_s'] or 0:,.0f} guest instructions per host second); "
-        + "; ".join(f"{role} NIC {c['arrived']} of {c['sent']} frames in, {c['spread']} chunks spread"
+        + "; ".join(f"{role} NIC {c['arrived']} of {c['sent']} frames in, {c['spread']} chunks spread, "
+                    f"{c['frames_per_guest_s'] or 0:,.0f} frames per guest second over {c['guest_span_s']:.1f} s"
                     for role, c in rep["chunks"].items()))
     return {**{role: c.as_dict() for role, c in counters.items()}, "pacing": rep}
 
 
-def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub="", pacing_paths=None):
+def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub="", pacing_paths=None, machine=None):
     """Run the procedure; -> MeasureRecords (raw files land in share_dir/share_sub, which dom0
     sees as SHARE_MOUNT/share_sub). `vcpu_ctl`: the vCPU plugin's control file, when it runs (its
     log goes to that folder too). With `measurement.stamping: false` no probe runs: only the
@@ -309,7 +313,7 @@ def measure(agent, s, share_dir, say, vcpu_ctl=None, share_sub="", pacing_paths=
     pid = start_probes(agent, rt, s, rec) if stamping else None
     try:
         step("traffic")
-        rec.traffic = send_traffic(s, say, pacing_paths, vcpu_ctl, share_dir)
+        rec.traffic = send_traffic(s, say, pacing_paths, vcpu_ctl, share_dir, machine)
         rec.pacing = rec.traffic.pop("pacing", {})
         step("settle")
         time.sleep(s.measurement.settle_s)

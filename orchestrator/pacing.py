@@ -8,13 +8,15 @@ host has handed QEMU that gate's frames: the flood's chunk (load_rate_pps x load
 every period_ms x 10^6 instructions, a burst. Each NIC's socket netdev has a `filter-dump` that logs
 every frame QEMU takes in, stamped with the guest clock (`ArrivalLog`: the host's flow control, and
 the proof that a chunk came in whole at one guest instant), and a `filter-buffer` behind it, so
-QEMU takes every frame off the socket even while the NIC's ring is full; it lets them through at
-the first boundary of its 100 µs grid after the gate, a guest instant too.
+QEMU takes every frame off the socket even while the NIC's ring is full. Once a gate's frames are
+all in, the host releases them into the NIC over QMP (`release`: the buffer switched off, which
+flushes it, and on again) while the guest still waits, so they enter at the gate's instant.
 
+The buffer's own release timer is set to never fire in a run: on QEMU's virtual clock it would be
+a deadline, and with sleep=off every deadline ends an idle skip, so a 100 µs timer made an idle
+guest's clock crawl at about host speed (README, "Instruction pacing").
 The gate counts instructions, not guest time, because QEMU 7.2's plugin API cannot read the virtual
-clock, so the rate holds per instruction only (in smoke-stock the arrival stamps of successive
-gates, 1,000,000 instructions apart, lay a median 0.40 s of guest time apart; README, "Instruction
-pacing").
+clock, so the rate holds per instruction only.
 (A filter-buffer alone, released on the virtual clock, races the host instead: with sleep=off idle
 time is skipped at once and the host cannot keep the next chunk ahead of its boundary.)
 """
@@ -37,7 +39,8 @@ TAG_AT = traffic.ETH_HLEN + traffic.IP_HLEN + traffic.UDP_HLEN + 8  # burst, seq
 NO_TAG = (-1, -1)
 ARRIVALS_FILE = "arrivals-{role}.csv"  # raw/: one row per guest instant frames came in (µs, frames, chunks)
 STALL_S = 30.0  # host seconds without a gate: the guest has stopped executing
-RELEASE_US = 100  # the filter-buffer's grid: frames enter the guest at most this much guest time after their gate
+BUFFER_INTERVAL_US = 2**32 - 1  # the filter-buffer's own timer (71 guest minutes); should it fire, it finds the buffer empty
+BUFFER_ID = "pace-{role}"  # the filter-buffer of a NIC, as the QEMU argv names it and release() switches it
 WINDOW = 64  # frames in flight to QEMU's socket (its receive buffer holds about 200 of ours)
 GATE_MSG = struct.Struct("<QQ")  # gate number, instructions of all vCPUs so far
 GO, CLOSE = 0, 1
@@ -199,13 +202,23 @@ class PacingReport:
     chunks: dict = field(default_factory=dict)  # role -> frames sent, arrived, chunks, chunks not in one instant
     host_s: float = 0.0
     host_wait_s: float = 0.0  # of host_s: waiting for the guest to reach the gates (it runs meanwhile)
-    host_feed_s: float = 0.0  # of host_s: handing QEMU the frames while the guest waits
+    host_feed_s: float = 0.0  # of host_s: handing QEMU the frames and releasing them while the guest waits
     guest_instructions: int = 0
 
     def as_dict(self):
         whole = all(c["spread"] == c["merged"] == 0 and c["sent"] == c["arrived"] for c in self.chunks.values())
         return {**self.__dict__, "on_schedule": whole and self.steps_off == 0,
                 "instructions_per_host_s": self.guest_instructions / self.host_s if self.host_s > 0 else None}
+
+
+def guest_rate(log):
+    """What the schedule per instruction came to in guest time: the arrival stamps' span (guest seconds),
+    frames per guest second over it, and the median guest time between two arrivals (µs)."""
+    t = [a.t_us for a in log.arrivals]
+    gaps = sorted(b - a for a, b in zip(t, t[1:]))
+    span_s = (t[-1] - t[0]) / 1e6 if len(t) > 1 else 0.0
+    return {"guest_span_s": span_s, "frames_per_guest_s": log.frames / span_s if span_s > 0 else None,
+            "median_gap_guest_us": gaps[len(gaps) // 2] if gaps else None}
 
 
 def chunk_spread(log):
@@ -249,8 +262,9 @@ class Feeder:
         self.sock.close()
 
 
-def run(s, gate, ctl, logs, stop, on_burst=lambda: None, generation=None):
-    """Open the plugin's gate, feed every gate its frames, close it; -> (counters by role, PacingReport)."""
+def run(s, gate, ctl, logs, release, stop, on_burst=lambda: None, generation=None):
+    """Open the plugin's gate, feed every gate its frames, `release(role)` them into the NIC (QMP), let the
+    guest on, and close the gate at the end; -> (counters by role, PacingReport)."""
     m = s.measurement
     plan, step = Plan.of(m), gate_step(m)
     addressing = traffic.Addressing()
@@ -279,11 +293,12 @@ def run(s, gate, ctl, logs, stop, on_burst=lambda: None, generation=None):
                 rep.steps_off += abs(total - last - step) > STEP_SLACK
                 rep.max_overshoot = max(rep.max_overshoot, abs(total - last - step))
             first, last = first if first is not None else total, total
-            if "load" in feeders:
-                feeders["load"].feed([flood[k % traffic.FLOOD_TEMPLATES]] * flood_chunk(k, m.load_rate_pps,
-                                                                                         m.load_interval_us), stop)
-            if frames:
-                feeders["measured"].feed(frames, stop)
+            chunks = {"load": [flood[k % traffic.FLOOD_TEMPLATES]] * flood_chunk(k, m.load_rate_pps, m.load_interval_us)
+                      if "load" in feeders else [], "measured": frames}
+            for role, chunk in chunks.items():
+                if chunk:
+                    feeders[role].feed(chunk, stop)
+                    release(role)
             rep.host_feed_s += time.monotonic() - fed
             gate.answer(close=k == plan.gates - 1 or stop.is_set())
             rep.gates += 1
@@ -309,5 +324,5 @@ def run(s, gate, ctl, logs, stop, on_burst=lambda: None, generation=None):
         counters[role] = c
         spread, merged = chunk_spread(f.log)
         rep.chunks[role] = {"sent": f.sent, "arrived": f.log.frames, "instants": len(f.log.arrivals),
-                            "spread": spread, "merged": merged}
+                            "spread": spread, "merged": merged, **guest_rate(f.log)}
     return counters, rep

@@ -98,7 +98,7 @@ def qemu_argv(s, paths, accel, plugin=None):
         raise ValueError(f"instruction pacing needs an arrival log path for {', '.join(missing)}")
     text = _render("qemu-argv.j2", s=s, paths=paths, accel=accel, plugin=plugin, qga_port=QGA_PORT, share_tag=SHARE_TAG,
                    xen_cmdline=xen_cmdline(s), dom0_cmdline=dom0_cmdline(s), pacing=paced,
-                   snaplen=pacing.SNAPLEN, release_us=pacing.RELEASE_US)
+                   snaplen=pacing.SNAPLEN, buffer_interval_us=pacing.BUFFER_INTERVAL_US, buffer_id=pacing.BUFFER_ID)
     return [line for line in text.splitlines() if line]
 
 

@@ -214,7 +214,7 @@ def _storm(r, timeout):
 def _measure(r, _timeout):
     ctl = r.paths.vcpu_ctl if counts_vcpus(r.s, r.accel) and r.imgs.vcpu_plugin else None
     r.records = measure.measure(r.agent, r.s, r.paths.share_dir, r.say, vcpu_ctl=ctl, share_sub=r.share_sub,
-                                pacing_paths=(r.paths.arrival_logs, r.paths.gate_fifos))
+                                pacing_paths=(r.paths.arrival_logs, r.paths.gate_fifos), machine=r.machine)
     return f"traffic sent: {_traffic_line(r.records.traffic)}"
 
 

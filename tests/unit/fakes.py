@@ -85,6 +85,9 @@ class FakeMachine:
         self.events.append(f"registers {slot:#x}")
         return {name: 0x9d for name in registers}
 
+    def flush_netfilter(self, filter_id):
+        self.events.append(f"flush {filter_id}")
+
     def shutdown(self, timeout=15):
         if self.exit is None:
             self.events.append("shutdown")

@@ -164,7 +164,9 @@ def test_run_hands_every_gate_its_chunk_whole(tmp_path):
             load=dataclasses.replace(s.nics.load, udp_port=load_port[0])))
         logs = {role: pacing.ArrivalLog(path, pacing.payload_tag).start() for role, path in paths.items()}
         gate = pacing.Gate(q.out, q.into)
-        counters, rep = pacing.run(s, gate, ctl, logs, threading.Event())
+        released = []  # (gates the guest has passed, role, frames of that NIC in so far) at each release
+        release = lambda role: released.append((q.gates_seen, role, logs[role].poll()))
+        counters, rep = pacing.run(s, gate, ctl, logs, release, threading.Event())
         gate.close()
     plan = pacing.Plan.of(s.measurement)
     assert q.gates_seen == plan.gates == 10
@@ -172,7 +174,13 @@ def test_run_hands_every_gate_its_chunk_whole(tmp_path):
     assert counters["load"].frames == 20 * plan.gates
     d = rep.as_dict()
     assert d["on_schedule"], d
-    assert d["chunks"]["measured"] == {"sent": 400, "arrived": 400, "instants": 4, "spread": 0, "merged": 0}
+    assert d["chunks"]["measured"] == {"sent": 400, "arrived": 400, "instants": 4, "spread": 0, "merged": 0,
+                                       "guest_span_s": 0.006, "frames_per_guest_s": 400 / 0.006,
+                                       "median_gap_guest_us": 2000}
+    assert d["chunks"]["load"]["median_gap_guest_us"] == 1000 and d["chunks"]["load"]["guest_span_s"] == 0.009
     # each burst came in at its own gate's guest instant: gates 2, 4, 6, 8 -> 3, 5, 7, 9 ms
     assert [a.t_us for a in logs["measured"].arrivals] == [3000, 5000, 7000, 9000]
+    # every gate's chunk released once all of it was in, while the guest still waited at that gate
+    assert [r for r in released if r[1] == "load"] == [(k, "load", 20 * (k + 1)) for k in range(10)]
+    assert [r for r in released if r[1] == "measured"] == [(k, "measured", 100 * (k // 2)) for k in (2, 4, 6, 8)]
     assert "gate" in ctl.read_text()
