@@ -77,13 +77,15 @@ def _hand_plugin(s, imgs, paths):
 
 
 def cmd_render(args):
-    from .run import overlay, write_dom0_initrd
+    from .run import make_gate_fifos, overlay, write_dom0_initrd
 
     s = _load(args)
     folder = Path(args.outdir or ROOT / "build" / s.name)
     imgs, paths = _planned_paths(s, folder)
-    files = render.render_all(s, paths, _hand_accel(s), _hand_plugin(s, imgs, paths))
+    plugin = _hand_plugin(s, imgs, paths)
+    files = render.render_all(s, paths, _hand_accel(s), plugin)
     render.write_all(files, folder)
+    make_gate_fifos(plugin, paths)
     Path(paths.share_dir).mkdir(exist_ok=True)
     out.print(f"rendered {len(files)} files of scenario {s.name} into {folder}/")
     if all(d.exists() for d in imgs.dirs.values()):

@@ -268,7 +268,7 @@ def send_paced_traffic(s, say, pacing_paths, vcpu_ctl, out_dir, machine):
             pacing.write_arrivals(log, Path(out_dir) / pacing.ARRIVALS_FILE.format(role=role))
     rep = rep.as_dict()
     say(f"pacing: {rep['gates']} gates of {rep['step']:,} instructions in {rep['host_s']:.1f} s host "
-        f"({rep['instructions_per_host_s'] or 0:,.0f} guest instructions per host second); "
+        f"({rep['instructions_per_host_s'] or 0:,.0f} paced instructions per host second); "
         + "; ".join(f"{role} NIC {c['arrived']} of {c['sent']} frames in, {c['spread']} chunks spread, "
                     f"{c['frames_per_guest_s'] or 0:,.0f} frames per guest second over {c['guest_span_s']:.1f} s"
                     for role, c in rep["chunks"].items()))

@@ -3,7 +3,8 @@
 Host-paced frames reach the guest at whatever guest instruction QEMU's I/O thread happens to run,
 so how much traffic a guest second holds, and where it lands, follows the host's load. Here the
 guest waits for the host instead: the vCPU plugin (images/plugin/vcpucount.c) holds the vCPU
-thread at a gate every `step` instructions of all vCPUs, and guest time stands still until the
+thread at a gate every `step` instructions of the pCPUs other than the RT guest's (so the RT
+guest's idling or busy loop moves no frame), and guest time stands still until the
 host has handed QEMU that gate's frames: the flood's chunk (load_rate_pps x load_interval_us) and,
 every period_ms x 10^6 instructions, a burst. Each NIC's socket netdev has a `filter-dump` that logs
 every frame QEMU takes in, stamped with the guest clock (`ArrivalLog`: the host's flow control, and
@@ -16,7 +17,7 @@ The buffer's own release timer is set to never fire in a run: on QEMU's virtual 
 a deadline, and with sleep=off every deadline ends an idle skip, so a 100 µs timer made an idle
 guest's clock crawl at about host speed (README, "Instruction pacing").
 The gate counts instructions, not guest time, because QEMU 7.2's plugin API cannot read the virtual
-clock, so the rate holds per instruction only.
+clock, so the rate holds per instruction only; PacingReport says what it came to per guest second.
 (A filter-buffer alone, released on the virtual clock, races the host instead: with sleep=off idle
 time is skipped at once and the host cannot keep the next chunk ahead of its boundary.)
 """
@@ -42,7 +43,7 @@ STALL_S = 30.0  # host seconds without a gate: the guest has stopped executing
 BUFFER_INTERVAL_US = 2**32 - 1  # the filter-buffer's own timer (71 guest minutes); should it fire, it finds the buffer empty
 BUFFER_ID = "pace-{role}"  # the filter-buffer of a NIC, as the QEMU argv names it and release() switches it
 WINDOW = 64  # frames in flight to QEMU's socket (its receive buffer holds about 200 of ours)
-GATE_MSG = struct.Struct("<QQ")  # gate number, instructions of all vCPUs so far
+GATE_MSG = struct.Struct("<QQ")  # gate number, instructions so far of the pCPUs the gate counts
 GO, CLOSE = 0, 1
 STEP_SLACK = 4096  # a gate waits for the start of a block: it comes up to one block's instructions late
 
@@ -195,7 +196,7 @@ class Plan:
 @dataclass
 class PacingReport:
     """What the gates and the arrival logs say: every chunk came in whole, at one guest instant, at its gate."""
-    step: int  # instructions between gates
+    step: int  # instructions between gates (of the pCPUs other than the RT guest's)
     gates: int = 0
     steps_off: int = 0  # gates more than a block's length (STEP_SLACK) away from one step after the last
     max_overshoot: int = 0  # the largest distance of a gate from one step after the last (instructions)
@@ -203,12 +204,12 @@ class PacingReport:
     host_s: float = 0.0
     host_wait_s: float = 0.0  # of host_s: waiting for the guest to reach the gates (it runs meanwhile)
     host_feed_s: float = 0.0  # of host_s: handing QEMU the frames and releasing them while the guest waits
-    guest_instructions: int = 0
+    paced_instructions: int = 0  # what the gates count: instructions of the pCPUs other than the RT guest's
 
     def as_dict(self):
         whole = all(c["spread"] == c["merged"] == 0 and c["sent"] == c["arrived"] for c in self.chunks.values())
         return {**self.__dict__, "on_schedule": whole and self.steps_off == 0,
-                "instructions_per_host_s": self.guest_instructions / self.host_s if self.host_s > 0 else None}
+                "instructions_per_host_s": self.paced_instructions / self.host_s if self.host_s > 0 else None}
 
 
 def guest_rate(log):
@@ -315,7 +316,7 @@ def run(s, gate, ctl, logs, release, stop, on_burst=lambda: None, generation=Non
         for f in feeders.values():
             f.close()
     rep.host_s = time.monotonic() - start
-    rep.guest_instructions = (last - first) if first is not None else 0
+    rep.paced_instructions = (last - first) if first is not None else 0
     counters = {}
     for role, f in feeders.items():
         f.log.poll()

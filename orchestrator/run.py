@@ -77,11 +77,15 @@ def vcpu_plugin(s, imgs, paths, accel):
     if not counts_vcpus(s, accel) or imgs.vcpu_plugin is None:
         return None
     gate = paths.gate_fifos if pacing.paced_roles(s.measurement) else None
-    for fifo in gate or ():
-        if not os.path.exists(fifo):
-            os.mkfifo(fifo, 0o600)
     return vcpucount.plugin_option(imgs.vcpu_plugin, paths.vcpu_log, paths.vcpu_ctl, s.rt_guest.pcpu,
                                    vcpucount.symbol_range(imgs.xen_syms), gate)
+
+
+def make_gate_fifos(plugin, paths):
+    """The two FIFOs of the plugin's gate, where its -plugin value names them (the plugin opens them at start)."""
+    for fifo in paths.gate_fifos if plugin and ",gate=" in plugin else ():
+        if not os.path.exists(fifo):
+            os.mkfifo(fifo, 0o600)
 
 
 def prepare(s, imgs, work, accel, config_dir, serial_log, share_dir):
@@ -89,6 +93,7 @@ def prepare(s, imgs, work, accel, config_dir, serial_log, share_dir):
     Path(share_dir).mkdir(parents=True, exist_ok=True)
     paths = work.paths(imgs, serial_log, share_dir)
     plugin = vcpu_plugin(s, imgs, paths, accel)
+    make_gate_fifos(plugin, paths)
     files = render.render_all(s, paths, accel, plugin)
     render.write_all(files, config_dir)
     write_dom0_initrd(paths.dom0_initrd, imgs, overlay(s, imgs, files))

@@ -159,7 +159,8 @@ class Measurement:
     pacing: str = field(metadata=spec(
         choices=["host", "instructions"],
         doc="host: the host's clock paces the frames, the guest takes them when QEMU's I/O thread runs; "
-            "instructions: the guest waits at a gate every load_interval_us x 1000 instructions of all vCPUs "
+            "instructions: the guest waits at a gate every load_interval_us x 1000 instructions of the pCPUs "
+            "other than the RT guest's "
             "(without load: period_ms x 10^6) until the host has handed QEMU that gate's frames - deterministic, "
             "but a rate per instruction, not per second (orchestrator/pacing.py)"))
     load_interval_us: int = field(metadata=spec(

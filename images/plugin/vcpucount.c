@@ -29,9 +29,12 @@
  *                measurement of a machine that several runs measure)
  *                a line `gate GEN STEP` (GEN new) opens the gate below
  *   gate=OUT:IN  two FIFOs: the gate (instruction pacing, orchestrator/pacing.py).  Once
- *                opened, at the first block after every STEP instructions of all
- *                vCPUs, the vCPU thread writes {u64 gate number, u64 total} to OUT
- *                and waits for a u64 on IN: 0 go on, 1 go on with the gate closed.
+ *                opened, at the first block after every STEP instructions of the
+ *                vCPUs other than vcpu=N (of all vCPUs without vcpu=), the vCPU
+ *                thread writes {u64 gate number, u64 those instructions so far} to
+ *                OUT and waits for a u64 on IN: 0 go on, 1 go on with the gate closed.
+ *                The measured pCPU's instructions do not count, so whether it idles
+ *                or busy-loops (idle avoidance) does not change when the frames come.
  *                Guest time stands still meanwhile (instructions are its clock),
  *                while QEMU's main loop takes the host's frames in: they enter the
  *                guest at the same instruction, however slow the host was.
@@ -111,9 +114,17 @@ static int full_io(int fd, void *buf, size_t n, int writing)
     return 0;
 }
 
+/* The gate's clock: instructions of the vCPUs other than the watched one (call after attribute()). */
+static uint64_t gate_clock(void)
+{
+    if (watch < 0 || watch >= MAX_VCPUS)
+        return total;
+    return total - own[watch] - (cur == (unsigned)watch ? total - mark : 0);
+}
+
 static void gate(void)
 {
-    uint64_t msg[2] = { gate_count++, total }, answer = 1;
+    uint64_t msg[2] = { gate_count++, gate_clock() }, answer = 1;
 
     if (full_io(gate_out, msg, sizeof(msg), 1) || full_io(gate_in, &answer, sizeof(answer), 0))
         answer = 1; /* nobody at the other end: never hang the guest */
@@ -127,11 +138,11 @@ static void on_block(unsigned int vcpu, void *udata)
     attribute(vcpu);
     if (gate_pending) {
         gate_step = gate_pending == UINT64_MAX ? 0 : gate_pending;
-        gate_next = total + gate_step;
+        gate_next = gate_clock() + gate_step;
         gate_count = 0;
         gate_pending = 0;
     }
-    if (gate_step && total >= gate_next)
+    if (gate_step && gate_clock() >= gate_next)
         gate();
 }
 

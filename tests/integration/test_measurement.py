@@ -71,11 +71,11 @@ def _hog(seconds, processes=1):
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(processes)]
 
 
-def test_a_second_run_under_a_host_cpu_hog_repeats_the_p10_and_the_running_path_median(measured):
-    """Instruction timing counts guest instructions: the same scenario again, with a host core kept
-    busy, gives the same p10 and the same median of the `running` path within 1 %. The overall
-    median is not asserted: the traffic is paced in host time, so a slower host changes the mix of
-    paths (fewer, fuller interrupts; more of them find the RT vCPU blocked), not their cost."""
+def test_a_second_run_under_a_host_cpu_hog_repeats_the_median_and_the_p10(measured):
+    """Instruction timing counts guest instructions and instruction pacing hands the frames in at
+    the same instructions however slow the host is: the same scenario again, with a host core kept
+    busy, gives the same median, p10 and median of the `running` path within 1 %, and the same
+    number of samples."""
     from orchestrator import analysis
     s, first = measured
     hogs = _hog(1800)
@@ -85,9 +85,8 @@ def test_a_second_run_under_a_host_cpu_hog_repeats_the_p10_and_the_running_path_
         for h in hogs:
             h.kill()
             h.wait()
-    # Fewer interrupts under the hog: enough_samples may fail; nothing else may.
     assert again.error is None, str(again.error)
-    assert {c["name"] for c in again.checks if not c["ok"]} <= {"enough_samples"}, again.checks
+    assert again.code == 0, again.checks
     runs = []
     for outcome in (first, again):
         rows = analysis.read_samples_csv(outcome.bundle / "samples.csv")
@@ -95,8 +94,8 @@ def test_a_second_run_under_a_host_cpu_hog_repeats_the_p10_and_the_running_path_
         running = sorted(x.latency_ticks for x, b in rows if b is not None and b.path == "running")
         assert len(running) >= 5, f"{outcome.bundle}: only {len(running)} samples on the running path"
         runs.append({"p10": analysis.percentile(ticks, 0.1), "running median": analysis.percentile(running, 0.5),
-                     "median (not asserted)": analysis.percentile(ticks, 0.5), "n": len(ticks)})
+                     "median": analysis.percentile(ticks, 0.5), "n": len(ticks)})
     print("repeatability:", runs)
-    for stat in ("p10", "running median"):
+    for stat in ("median", "p10", "running median", "n"):
         a, b = runs[0][stat], runs[1][stat]
         assert abs(a - b) <= 0.01 * a, f"{stat}: {a} then {b} instructions under a host CPU hog"

@@ -184,3 +184,29 @@ def test_run_hands_every_gate_its_chunk_whole(tmp_path):
     assert [r for r in released if r[1] == "load"] == [(k, "load", 20 * (k + 1)) for k in range(10)]
     assert [r for r in released if r[1] == "measured"] == [(k, "measured", 100 * (k // 2)) for k in (2, 4, 6, 8)]
     assert "gate" in ctl.read_text()
+
+
+def test_measure_releases_each_nics_buffer_by_its_id_and_writes_the_arrivals(tmp_path):
+    """measure's wiring: the QMP release goes to the filter-buffer the QEMU argv names, and each
+    NIC's arrivals land in raw/ (the fake machine records the releases)."""
+    import dataclasses
+
+    from orchestrator import measure
+    from tests.unit.fakes import FakeMachine
+    s = _scenario(bursts=2, period_ms=2, frames_per_burst=10, load_rate_pps=20000, load_interval_us=1000)
+    measured_port, load_port = [], []
+    ctl = tmp_path / "ctl"
+    paths = {"measured": tmp_path / "m.pcap", "load": tmp_path / "l.pcap"}
+    machine = FakeMachine()
+    with FakeQemu(tmp_path, [(measured_port, paths["measured"]), (load_port, paths["load"])], 1_000_000, ctl) as q:
+        s = dataclasses.replace(s, nics=dataclasses.replace(
+            s.nics, measured=dataclasses.replace(s.nics.measured, udp_port=measured_port[0]),
+            load=dataclasses.replace(s.nics.load, udp_port=load_port[0])))
+        sent = measure.send_paced_traffic(s, lambda line: None, (paths, (q.out, q.into)), ctl, tmp_path, machine)
+    flushes = [e for e in machine.events if e.startswith("flush")]
+    assert flushes.count("flush pace-load") == pacing.Plan.of(s.measurement).gates == 6
+    assert flushes.count("flush pace-measured") == 2
+    assert sent["measured"]["frames"] == 20 and sent["pacing"]["on_schedule"]
+    assert (tmp_path / "arrivals-measured.csv").read_text().splitlines()[1:] == ["3000,10,0", "5000,10,1"]
+    with pytest.raises(measure.MeasureError, match="over QMP"):
+        measure.send_paced_traffic(s, print, (paths, (q.out, q.into)), ctl, tmp_path, None)

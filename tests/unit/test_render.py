@@ -136,6 +136,7 @@ def test_instruction_pacing_puts_an_arrival_dump_before_a_buffer_on_each_nic():
     assert "netdev=measured,queue=tx,file=/run/testbed/a-m.pcap" in objects[0]
     assert objects[1].startswith("filter-buffer,id=pace-measured,")  # the id measure releases over QMP
     assert f"interval={2**32 - 1}" in objects[1]  # its own timer never fires in a run: an idle skip would end at it
-    assert not [a for a in render.qemu_argv(s, PATHS, "tcg") if a == "-object"]  # host pacing: no filters
+    host = dataclasses.replace(s, measurement=dataclasses.replace(s.measurement, pacing="host"))
+    assert not [a for a in render.qemu_argv(host, PATHS, "tcg") if a == "-object"]  # host pacing: no filters
     with pytest.raises(ValueError, match="arrival log"):
         render.qemu_argv(paced, PATHS, "tcg")

@@ -54,7 +54,8 @@ def _with_override(tmp_path, override):
 
 
 def test_vcpu_counts_need_instruction_timing(tmp_path):
-    problems, line, path = _with_override(tmp_path, "machine:\n  timing: host\n  vcpu_counts: true\n")
+    problems, line, path = _with_override(tmp_path, "machine:\n  timing: host\n  vcpu_counts: true\n"
+                                                    "measurement:\n  pacing: host\n")
     assert len(problems) == 1 and "scenarios.bad.machine.vcpu_counts: per-vCPU instruction counts need " \
         "instruction timing" in problems[0] and problems[0].startswith(f"{path}:")
 
