@@ -197,6 +197,7 @@ class Plan:
 class PacingReport:
     """What the gates and the arrival logs say: every chunk came in whole, at one guest instant, at its gate."""
     step: int  # instructions between gates (of the pCPUs other than the RT guest's)
+    clock: str = ""  # what the gates count, in words (bundles before it counted every pCPU's instructions)
     gates: int = 0
     steps_off: int = 0  # gates more than a block's length (STEP_SLACK) away from one step after the last
     max_overshoot: int = 0  # the largest distance of a gate from one step after the last (instructions)
@@ -272,7 +273,7 @@ def run(s, gate, ctl, logs, release, stop, on_burst=lambda: None, generation=Non
     flood = [addressing.frame(traffic.FLOOD_BURST, i, m.payload_bytes, i) for i in range(traffic.FLOOD_TEMPLATES)]
     feeders = {role: Feeder((s.nics.measured if role == "measured" else s.nics.load).udp_port, logs[role])
                for role in logs}
-    rep = PacingReport(step)
+    rep = PacingReport(step, clock=f"instructions of the pCPUs other than the RT guest's (pCPU {s.rt_guest.pcpu})")
     gate.drain()
     vcpucount.open_gate(ctl, generation or time.time_ns(), step)
     start = time.monotonic()

@@ -152,6 +152,7 @@ def run_report_markdown(folder):
                   f"{summary.get('accelerator', '–')}; timing {summary.get('timing', 'host')}"
                   + (f"; calibration {cal['ticks']} ticks for {cal['instructions']} instructions"
                      if "ticks" in cal and "instructions" in cal else "") + ".", ""]
+        lines += _pacing_line(summary.get("pacing"))
         if summary.get("note"):
             lines += [f"> {summary['note']}", ""]
         for png, alt in (("latency-histogram.png", "histogram"), ("latency-cdf.png", "CDF")):
@@ -202,6 +203,18 @@ def _run_vcpu_split(summary):
                  for k in ("elapsed", "rt_own", "others", "idle_skipped")]
         lines.append(f"| {path} | {g.get('n', '–')} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _pacing_line(pacing):
+    """How the frames were paced: by the host's clock, or at the plugin's gates (and what that came to in guest time)."""
+    if not pacing:
+        return ["Traffic paced by the host's clock.", ""]
+    nics = "; ".join(f"{role} NIC {c['arrived']:,} of {c['sent']:,} frames in, "
+                     + (f"{c['frames_per_guest_s']:,.0f} per guest second" if c.get("frames_per_guest_s") else "–")
+                     for role, c in pacing.get("chunks", {}).items())
+    return [f"Traffic paced by instructions: {pacing.get('gates', 0):,} gates every {pacing.get('step', 0):,} "
+            f"{pacing.get('clock') or 'instructions of all pCPUs'}, "
+            f"{'on schedule' if pacing.get('on_schedule') else 'NOT on schedule'}; {nics}.", ""]
 
 
 def _run_breakdown(folder, name, summary, breakdown, report):
